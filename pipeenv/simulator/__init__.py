@@ -190,7 +190,7 @@ def _timeline(plan: Plan, times: np.ndarray, table: np.ndarray) -> tuple[Timelin
                         start + float(table[s, COL_ALLREDUCE]),
                     )
                 )
-    events.sort(key=lambda e: (e.start, e.replica, e.stage, e.kind))
+    events.sort(key=lambda e: (e.start, e.replica, e.stage, e.kind, e.microbatch))
     return tuple(events)
 
 
@@ -234,7 +234,7 @@ def _simulate_python(
                 for r in range(plan.data_parallel)
                 for s in range(plan.num_stages)
             ]
-        collected.sort(key=lambda e: (e.start, e.replica, e.stage, e.kind))
+        collected.sort(key=lambda e: (e.start, e.replica, e.stage, e.kind, e.microbatch))
         events = tuple(collected)
     return _result(
         graph,
