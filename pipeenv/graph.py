@@ -25,7 +25,7 @@ from pipeenv.jsonio import check_format, plain_number, read_json, write_json
 if TYPE_CHECKING:
     from pipeenv.coarsen import Coarsening
 
-__all__ = ["FORMAT", "GraphArrays", "Node", "OperatorGraph", "load_graph"]
+__all__ = ["FORMAT", "GraphArrays", "Node", "OperatorGraph", "from_pipedream", "load_graph"]
 
 FORMAT = "pipeenv.graph/v1"
 _NODE_NUMBERS = ("forward_s", "backward_s", "output_bytes", "param_bytes")
@@ -357,3 +357,16 @@ class OperatorGraph:
 def load_graph(path: str | Path) -> OperatorGraph:
     """Read a ``pipeenv.graph/v1`` JSON file (see :class:`OperatorGraph`)."""
     return OperatorGraph.load(path)
+
+
+def from_pipedream(
+    path: str | Path,
+    *,
+    batch_size: int | None = None,
+    microbatch_size: int | None = None,
+    name: str | None = None,
+) -> OperatorGraph:
+    """Import a PipeDream profile ``graph.txt`` (see :mod:`pipeenv.importers.pipedream`)."""
+    from pipeenv.importers.pipedream import from_pipedream as read
+
+    return read(path, batch_size=batch_size, microbatch_size=microbatch_size, name=name)
