@@ -92,7 +92,7 @@ class Plan:
 
     @classmethod
     def from_stages(
-        cls, graph: OperatorGraph, stages: np.ndarray | Iterable[int], **fields: Any
+        cls, graph: OperatorGraph, stages: np.ndarray | Iterable[int], /, **fields: Any
     ) -> Plan:
         """A plan from a stage array in ``graph``'s canonical order (the fast path for agents).
 

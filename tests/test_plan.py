@@ -97,3 +97,9 @@ def test_array_fast_path_matches_dict():
     assert plan.replace(microbatches=8).stages(GRAPH).tolist() == [0, 1, 2, 3]
     with pytest.raises(PipeenvError, match="shape"):
         Plan.from_stages(GRAPH, [0, 1], num_stages=2, devices=[0, 1])
+
+
+def test_replace_keeps_the_array_fast_path_and_names():
+    plan = Plan.from_stages(GRAPH, [0, 1, 2, 3], num_stages=4, devices=[0, 1, 2, 3], graph="alias")
+    again = plan.replace(microbatches=2, graph="other")
+    assert (again.graph, again.microbatches, again.stage_of) == ("other", 2, GOOD)

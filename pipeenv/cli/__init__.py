@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "zoo",
     "profile",
     "importers",
+    "pipedream",
     "agents",
     "train",
     "validate",

@@ -1,0 +1,23 @@
+"""Planners that turn an operator graph and a cluster into a pipeline plan.
+
+``agents.make(name, **options)`` builds a registered agent; ``agents.names()`` lists them and
+``agents.describe()`` gives one line each. Importing the package registers the baselines
+(:mod:`agents.baselines`), ``pipedream-dp`` (:mod:`agents.pipedream_dp`) and the search agents
+(:mod:`agents.search`).
+"""
+
+from agents import baselines, pipedream_dp, search
+from agents.base import Agent, BaseAgent, PlanRequest, describe, make, names, register
+
+__all__ = [
+    "Agent",
+    "BaseAgent",
+    "PlanRequest",
+    "baselines",
+    "describe",
+    "make",
+    "names",
+    "pipedream_dp",
+    "register",
+    "search",
+]
