@@ -281,3 +281,18 @@ def test_kernel_equals_python_twin(scenario):
     _assert_close(fast.to_dict(), slow.to_dict())
     assert 0.0 < fast.efficiency <= 1.0 + 1e-12
     assert -1e-12 <= fast.bubble_fraction < 1.0
+
+
+def test_repeated_calls_do_not_redo_graph_preparation(monkeypatch):
+    import pipeenv.graph as graph_module
+
+    calls = []
+    real = graph_module._csr
+    monkeypatch.setattr(graph_module, "_csr", lambda *a: calls.append(1) or real(*a))
+    g = chain([1.0, 2.0, 3.0])
+    c = cluster([1.0, 1.0])
+    simulate(g, c, plan_of(g, [0, 1, 1]))
+    assert len(calls) == 2  # successors and predecessors, once
+    for stages in ([0, 0, 1], [0, 1, 1]):
+        simulate(g, c, plan_of(g, stages))
+    assert len(calls) == 2

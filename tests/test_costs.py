@@ -1,0 +1,173 @@
+"""Analytic costs: device presets, the roofline, node counts, re-costing; measured times."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeenv.errors import PipeenvError
+from pipeenv.zoo.costs import DEVICES, get_device, retime, roofline_s
+from pipeenv.zoo.counting import count_node
+from pipeenv.zoo.graphs import count_graph
+from pipeenv.zoo.measure import measure_model, measure_node
+from pipeenv.zoo.trace import node_parameters, run_nodes, trace
+
+torch.set_num_threads(1)
+
+
+class _LinearReLU(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.fc(x))
+
+
+class _Attention(nn.Module):
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, q, q, is_causal=True)
+
+
+def _counts(model: nn.Module, *inputs: torch.Tensor) -> dict[str, object]:
+    gm = trace(model)
+    return {c.node.name: count_node(c, node_parameters(gm, c.node)) for c in run_nodes(gm, inputs)}
+
+
+@pytest.mark.parametrize(
+    ("name", "dtype", "peak", "bandwidth"),
+    [
+        ("v100", "float16", 125e12, 900e9),
+        ("v100", "float32", 15.7e12, 900e9),
+        ("a100", "bfloat16", 312e12, 2039e9),
+        ("a100", "float32", 19.5e12, 2039e9),
+        ("h100", "bfloat16", 989.5e12, 3.35e12),
+        ("h200", "float16", 989.5e12, 4.8e12),
+    ],
+)
+def test_preset_datasheet_rates(name: str, dtype: str, peak: float, bandwidth: float) -> None:
+    preset = get_device(name.upper())
+    assert preset.peak_flops[dtype] == peak
+    assert preset.bandwidth_Bps == bandwidth
+
+
+def test_presets_cover_the_four_gpus_with_documented_efficiency() -> None:
+    assert set(DEVICES) == {"v100", "a100", "h100", "h200"}
+    for preset in DEVICES.values():
+        assert 0 < preset.compute_efficiency <= 1 and 0 < preset.memory_efficiency <= 1
+        assert preset.source.startswith("NVIDIA")
+
+
+def test_roofline_compute_bound_and_memory_bound() -> None:
+    a100 = get_device("a100")
+    # 312e12 * 0.6 FLOP/s: 1.872e14 FLOPs take one second; 2039e9 * 0.8 B/s move 1.6312e12 B.
+    assert roofline_s(1.872e14, 0, a100, "bfloat16") == pytest.approx(1.0, rel=1e-12)
+    assert roofline_s(0, 1.6312e12, a100, "bfloat16") == pytest.approx(1.0, rel=1e-12)
+    assert roofline_s(1.872e14, 3.2624e12, a100, "bfloat16") == pytest.approx(2.0, rel=1e-12)
+    assert roofline_s(1.17e13, 0, a100, "float32") == pytest.approx(1.0, rel=1e-12)
+    assert roofline_s(0, 0, a100, "float32") == 0.0
+
+
+def test_roofline_rejects_unsupported_dtype_and_unknown_device() -> None:
+    with pytest.raises(PipeenvError, match="'v100': dtype 'bfloat16' is not supported"):
+        roofline_s(1.0, 1.0, get_device("v100"), "bfloat16")
+    with pytest.raises(PipeenvError, match="unknown preset 'tpu'"):
+        get_device("tpu")
+
+
+def test_linear_counts_are_exact() -> None:
+    counts = _counts(_LinearReLU(), torch.randn(2, 4))
+    fc = counts["fc"]
+    # y = x W^T + b with x [2, 4], W [3, 4]: 2*2*4*3 FLOPs; the input needs no gradient, so the
+    # backward computes the weight gradient only (same FLOPs).
+    assert (fc.flops_fwd, fc.flops_bwd) == (48, 48)
+    assert fc.bytes_fwd == 32 + 48 + 12 + 24  # x, W, b read; y written
+    assert (fc.output_bytes, fc.param_bytes, fc.activation_bytes) == (24, 60, 32)
+    relu = counts["relu"]
+    assert (relu.flops_fwd, relu.param_bytes, relu.activation_bytes) == (0, 0, 24)
+    assert relu.bytes_fwd == 48 and relu.bytes_bwd == 72
+    assert counts["x"].output_bytes == 32 and counts["x"].bytes_fwd == 0
+
+
+def test_linear_backward_includes_input_gradient_when_needed() -> None:
+    fc = _counts(_LinearReLU(), torch.randn(2, 4, requires_grad=True))["fc"]
+    assert fc.flops_bwd == 96
+
+
+class _Fused(nn.Module):
+    fx_leaf = True
+    fx_fused = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.fc(x))
+
+
+def test_fused_module_moves_each_tensor_once_per_pass() -> None:
+    fused = _counts(nn.Sequential(_Fused()), torch.randn(2, 4))["_0"]
+    # saved: x (32 B, for the weight gradient) and tanh's output (24 B)
+    assert fused.activation_bytes == 56 and fused.param_bytes == 60
+    assert fused.bytes_fwd == 32 + 60 + 24 + 56  # input, parameters, output, saved
+    assert fused.bytes_bwd == 24 + 56 + 2 * 60  # grad output, saved, parameters and their grads
+    assert (fused.flops_fwd, fused.flops_bwd) == (48, 48)
+
+
+def test_attention_is_counted_as_a_fused_kernel() -> None:
+    small = _counts(_Attention(), torch.empty(2, 4, 64, 16, device="meta", requires_grad=True))
+    large = _counts(_Attention(), torch.empty(2, 4, 128, 16, device="meta", requires_grad=True))
+    name = "scaled_dot_product_attention"
+    assert small[name].flops_fwd == 4 * 2 * 4 * 64 * 64 * 16
+    assert small[name].flops_bwd == 10 * 2 * 4 * 64 * 64 * 16  # 2.5x, as flash attention
+    # Fused: bytes grow with the sequence, not with its square.
+    assert large[name].bytes_fwd == 2 * small[name].bytes_fwd
+
+
+def test_retime_matches_a_fresh_analytic_graph() -> None:
+    model = _LinearReLU().to("meta")
+    gm = trace(model)
+    x = torch.empty(8, 4, device="meta")
+    a100 = count_graph(gm, [x], "lr", microbatch_size=8, device=get_device("a100"), dtype="float32")
+    h100 = count_graph(gm, [x], "lr", microbatch_size=8, device=get_device("h100"), dtype="float32")
+    assert retime(a100, get_device("h100"), "float32").to_dict() == h100.to_dict()
+    assert "h100" in h100.source
+
+
+def test_retime_refuses_a_graph_without_counts() -> None:
+    from pipeenv.graph import Node, OperatorGraph
+
+    graph = OperatorGraph("g", [Node("a", "op", 1.0, 2.0, 0, 0)], [], microbatch_size=1)
+    with pytest.raises(PipeenvError, match="node 'a': missing field 'flops_fwd'"):
+        retime(graph, get_device("a100"), "float32")
+
+
+def test_measured_times_are_positive_medians() -> None:
+    model = _LinearReLU()
+    gm = trace(model)
+    x = torch.randn(64, 4)
+    cpu = torch.device("cpu")
+    times = {c.node.name: measure_node(c, cpu, repeats=3, warmup=1) for c in run_nodes(gm, [x])}
+    assert times["x"] == (0.0, 0.0)
+    assert times["fc"][0] > 0 and times["fc"][1] > 0
+    forward_s, backward_s = measure_model(model, [x], cpu, repeats=3, warmup=1)
+    assert forward_s > 0 and backward_s > 0
+
+
+def test_cpu_timer_measures_thread_time_and_needs_one_thread() -> None:
+    model = _LinearReLU()
+    x = torch.randn(64, 4)
+    cpu = torch.device("cpu")
+    forward_s, backward_s = measure_model(model, [x], cpu, repeats=3, warmup=1, timer="cpu")
+    assert forward_s > 0 and backward_s > 0
+    with pytest.raises(PipeenvError, match="timer must be one of wall, cpu"):
+        measure_model(model, [x], cpu, timer="gpu")
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(PipeenvError, match="timer 'cpu' needs device cpu and one torch thread"):
+            measure_model(model, [x], cpu, timer="cpu")
+    finally:
+        torch.set_num_threads(1)
