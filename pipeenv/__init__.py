@@ -54,14 +54,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'pipeenv' has no attribute {name!r}")
 
 
-def _register_envs() -> None:
-    try:
-        from pipeenv.envs import register_envs
-    except ModuleNotFoundError as exc:  # the environments are an optional part of a checkout
-        if exc.name != "pipeenv.envs":
-            raise
-        return
-    register_envs()
+from pipeenv.envs import register_envs  # noqa: E402  (needs the names above)
 
-
-_register_envs()
+register_envs()
