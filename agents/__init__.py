@@ -7,7 +7,16 @@
 """
 
 from agents import baselines, pipedream_dp, search
-from agents.base import Agent, BaseAgent, PlanRequest, describe, make, names, register
+from agents.base import (
+    Agent,
+    BaseAgent,
+    PlanRequest,
+    describe,
+    make,
+    names,
+    option_names,
+    register,
+)
 
 __all__ = [
     "Agent",
@@ -17,6 +26,7 @@ __all__ = [
     "describe",
     "make",
     "names",
+    "option_names",
     "pipedream_dp",
     "register",
     "search",
