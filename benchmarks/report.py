@@ -1,0 +1,172 @@
+"""The sweep's outputs: results.csv, results.md (headline and per-cluster tables), plots."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["best_rows", "headline_markdown", "markdown", "reproduce_command", "write_outputs"]
+
+
+def _ok(row: dict[str, Any]) -> bool:
+    return bool(row.get("throughput_samples_per_s")) and not row["error"]
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value in ("", None):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def best_rows(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per model, the feasible cell with the largest speed-up over data parallelism.
+
+    The row's ``tied`` lists the agents whose plan is as fast in the same cluster and schedule
+    (to 1e-9), so that a tie is reported as one.
+    """
+    best: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if not _ok(row) or row.get("oom") or row.get("speedup_vs_data_parallel") in ("", None):
+            continue
+        current = best.get(row["model"])
+        if current is None or row["speedup_vs_data_parallel"] > current["speedup_vs_data_parallel"]:
+            best[row["model"]] = row
+    for model, top in best.items():
+        tied = [
+            r["agent"]
+            for r in rows
+            if (r["model"], r["cluster"], r["schedule"]) == (model, top["cluster"], top["schedule"])
+            and _ok(r)
+            and not r.get("oom")
+            and math.isclose(
+                r["throughput_samples_per_s"], top["throughput_samples_per_s"], rel_tol=1e-9
+            )
+        ]
+        best[model] = {**top, "tied": tied}
+    return best
+
+
+def headline_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """Per model: the best plan's speed-up over data parallelism and over PipeDream's DP."""
+    lines = [
+        "| model | best agent(s) | cluster | schedule | S x R | samples/s | vs data-parallel "
+        "| vs pipedream-dp |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for model, row in best_rows(rows).items():
+        lines.append(
+            f"| {model} | {' = '.join(row['tied'])} | {row['cluster']} | {row['schedule']} "
+            f"| {row['stages']} x {row['data_parallel']} | {row['throughput_samples_per_s']:.1f} "
+            f"| {_fmt(row['speedup_vs_data_parallel'])}x | {_fmt(row['speedup_vs_pipedream'])}x |"
+        )
+    return "\n".join(lines)
+
+
+def _cluster_table(rows: Sequence[dict[str, Any]], cluster: str) -> list[str]:
+    agents = list(dict.fromkeys(r["agent"] for r in rows))
+    lines = [
+        f"### {cluster}",
+        "",
+        "Speed-up over data parallelism (best schedule; `OOM` = no feasible plan, "
+        "`err` = the agent failed, see results.csv).",
+        "",
+        "| model | " + " | ".join(agents) + " |",
+        "|---|" + "---|" * len(agents),
+    ]
+    cells: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r["cluster"] == cluster:
+            cells[(r["model"], r["agent"])].append(r)
+    for model in dict.fromkeys(r["model"] for r in rows):
+        entries = []
+        for agent in agents:
+            group = cells.get((model, agent), [])
+            good = [r for r in group if _ok(r) and not r.get("oom")]
+            if good:
+                top = max(good, key=lambda r: r["throughput_samples_per_s"])
+                entries.append(_fmt(top.get("speedup_vs_data_parallel")))
+            elif any(_ok(r) for r in group):
+                entries.append("OOM")
+            else:
+                entries.append("err" if group else "-")
+        lines.append(f"| {model} | " + " | ".join(entries) + " |")
+    return lines
+
+
+def reproduce_command(config: dict[str, Any]) -> str:
+    """The ``pipeenv bench`` command line that recomputes a sweep's figures."""
+    parts = ["pipeenv bench", "--full" if config["mode"] == "full" else "--quick"]
+    for key in ("models", "clusters", "schedules", "agents"):
+        parts.append(f"--{key} " + " ".join(config[key]))
+    parts.append(f"--seed {config['seed']}")
+    if config.get("policy"):
+        parts.append(f"--policy {config['policy']}")
+    if config.get("pipedream_profiles"):
+        parts.append(f"--pipedream-profiles {config['pipedream_profiles']}")
+    return " ".join(parts) + " --out DIR"
+
+
+def markdown(rows: Sequence[dict[str, Any]], config: dict[str, Any], wall_s: float) -> str:
+    """The whole ``results.md``."""
+    failed = [r for r in rows if r["error"]]
+    parts = [
+        "# pipeenv benchmark sweep",
+        "",
+        f"Mode `{config['mode']}`, seed {config['seed']}, {len(rows)} cells "
+        f"({len(failed)} failed), {wall_s:.0f} s on {config['workers']} worker(s); "
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}.",
+        "",
+        f"Reproduce: `{reproduce_command(config)}`.",
+        "",
+        "## Headline",
+        "",
+        "Per model, the plan with the largest speed-up over data parallelism (same model, "
+        "cluster, schedule and global batch), and its speed-up over PipeDream's planner "
+        "(`pipedream-dp`, this simulator's cost model).",
+        "",
+        headline_markdown(rows),
+        "",
+        "## Per cluster",
+        "",
+    ]
+    for cluster in dict.fromkeys(r["cluster"] for r in rows):
+        parts += [*_cluster_table(rows, cluster), ""]
+    if failed:
+        parts += ["## Failed cells", "", "| cell | error |", "|---|---|"]
+        for r in failed:
+            parts.append(
+                f"| {r['model']} / {r['cluster']} / {r['schedule']} / {r['agent']} "
+                f"| {r['error'].replace('|', '/')} |"
+            )
+        parts.append("")
+    parts += [
+        "## Plots",
+        "",
+        "![speed-up](speedup.png)",
+        "![efficiency](efficiency.png)",
+        "![planning time](planning_time.png)",
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def write_outputs(
+    rows: Sequence[dict[str, Any]], out: Path, *, config: dict[str, Any], wall_s: float
+) -> None:
+    """Write results.csv, results.md, sweep.json and the PNG plots into ``out``."""
+    from benchmarks.plots import draw_all
+    from benchmarks.sweep import write_csv
+
+    write_csv(rows, out / "results.csv")
+    (out / "results.md").write_text(markdown(rows, config, wall_s))
+    (out / "sweep.json").write_text(json.dumps({"config": config, "wall_s": wall_s}, indent=1))
+    draw_all(rows, out)
