@@ -296,3 +296,21 @@ def test_repeated_calls_do_not_redo_graph_preparation(monkeypatch):
     for stages in ([0, 0, 1], [0, 1, 1]):
         simulate(g, c, plan_of(g, stages))
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_graph_without_compute_is_refused(engine):
+    g = chain([0.0, 0.0], [0.0, 0.0], output_bytes=10.0)
+    with pytest.raises(PipeenvError, match="no compute cost"):
+        simulate(g, cluster([1.0, 1.0], intra=Link(100.0, 0.0)), plan_of(g, [0, 1]), engine=engine)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_rounding_never_leaves_the_documented_ranges(engine):
+    # One stage on one device: no bubble and efficiency 1, where the raw float formulas give
+    # -2.2e-16 and 1 + 2.2e-16 for these costs.
+    g = chain([0.01, 0.07, 0.13])
+    result = simulate(g, cluster([1.0]), plan_of(g, [0, 0, 0], microbatches=7), engine=engine)
+    assert 1.0 - result.stages[0].busy_s / result.iteration_s < 0.0  # the raw value
+    assert result.bubble_fraction == 0.0
+    assert result.efficiency == 1.0

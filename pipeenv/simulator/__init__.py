@@ -127,9 +127,10 @@ def _result(
     times: np.ndarray | None,
     events: tuple[TimelineEvent, ...] | None = None,
 ) -> SimResult:
-    if iteration <= 0.0:
+    if graph.total_compute_s <= 0.0:
         raise PipeenvError(
-            f"simulate: graph {graph.name!r} has no compute or transfer cost (iteration of 0 s)"
+            f"simulate: graph {graph.name!r} has no compute cost (all forward_s and backward_s "
+            "are 0), so throughput and efficiency are undefined"
         )
     samples = plan.data_parallel * plan.microbatches * graph.microbatch_size
     throughput = samples / iteration
@@ -138,8 +139,9 @@ def _result(
     return SimResult(
         iteration_s=iteration,
         throughput_samples_per_s=throughput,
-        bubble_fraction=1.0 - busy / (plan.num_stages * iteration),
-        efficiency=throughput / throughput_upper_bound(graph, cluster),
+        # Clamped against float rounding only (a bubble-free plan can give -2e-16).
+        bubble_fraction=max(0.0, 1.0 - busy / (plan.num_stages * iteration)),
+        efficiency=min(1.0, throughput / throughput_upper_bound(graph, cluster)),
         feasible=not any_oom,
         stage_table=table,
         devices=plan.devices,
