@@ -60,7 +60,7 @@ MICROBATCHES_PER_DEVICE = 4
 
 # Per-mode agent options: the quick sweep bounds the searches so that the README's main command
 # ends within minutes on 2 cores.
-AGENT_OPTIONS = {
+AGENT_OPTIONS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {"local-search": {"iterations": 300}, "ppo-gcn": {"timesteps": 3000}},
     "full": {"local-search": {"iterations": 3000}, "ppo-gcn": {"timesteps": 30000}},
 }
@@ -298,7 +298,7 @@ def cells_of(config: SweepConfig) -> list[Cell]:
         for cluster in config.clusters:
             for schedule in config.schedules:
                 for agent in config.agents:
-                    options = dict(mode_options.get(agent, {}))
+                    options: dict[str, Any] = dict(mode_options.get(agent, {}))
                     if agent == LEARNED_AGENT and config.policy:
                         options = {"model": config.policy}
                     key = f"{model}__{cluster}__{schedule}__{agent}"
