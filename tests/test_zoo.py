@@ -146,7 +146,7 @@ def test_tied_lm_head_owns_no_parameter_but_names_the_shared_one() -> None:
         (lambda: zoo.load("gpt2", "tpu"), "unknown preset 'tpu'"),
         (lambda: zoo.load("gpt2", dtype="float64"), "unknown dtype 'float64'"),
         (lambda: zoo.load("gpt2", microbatch_size=0), "microbatch_size must be an integer >= 1"),
-        (lambda: zoo.load("gpt2", "v100"), "'v100': dtype 'bfloat16' is not supported"),
+        (lambda: zoo.load("gpt2", "v100", dtype="bfloat16"), "dtype .bfloat16. is not supported"),
         (lambda: zoo.profile("tiny-gpt", "tpu"), "device must be cpu or cuda"),
     ],
 )
@@ -263,3 +263,13 @@ def test_a_plan_on_the_graph_lowers_onto_the_fx_module() -> None:
     loss = zoo.loss_fn("tiny-gpt")(output, zoo.example_targets("tiny-gpt", 2))
     loss.backward()
     assert gm.get_submodule("embed").tokens.weight.grad is not None
+
+
+def test_bfloat16_models_fall_back_to_float16_on_a_v100():
+    graph = zoo.load("gpt2", device="v100")
+    assert "float16" in graph.source and "bfloat16" not in graph.source
+    a100 = zoo.load("gpt2")
+    assert graph.total_param_bytes == a100.total_param_bytes  # same element size
+    assert graph.total_compute_s > 2 * a100.total_compute_s  # 125 vs 312 TFLOP/s
+    with pytest.raises(PipeenvError, match="dtype 'bfloat16' is not supported"):
+        zoo.load("gpt2", device="v100", dtype="bfloat16")

@@ -191,12 +191,18 @@ def load(
 
     :param device: device preset of the roofline times (``v100``, ``a100``, ``h100``, ``h200``).
     :param microbatch_size: samples per microbatch (default: the model's, 8).
-    :param dtype: ``float32``, ``bfloat16`` or ``float16`` (default: the model's).
+    :param dtype: ``float32``, ``bfloat16`` or ``float16`` (default: the model's, or float16
+        for a bfloat16 model on a device without bfloat16 such as the V100).
     :raises PipeenvError: for an unknown model, device or dtype.
     """
     model_spec, mb, dt = _config(name, microbatch_size, dtype)
     preset = get_device(device)
-    if mb != model_spec.microbatch_size or dt != model_spec.dtype:
+    shipped_config = mb == model_spec.microbatch_size and dt == model_spec.dtype
+    if dtype is None and dt not in preset.peak_flops and "float16" in preset.peak_flops:
+        # A bfloat16 model on a device without bfloat16 (V100) trains in float16: same element
+        # size and FLOPs, so the shipped counts re-cost exactly.
+        dt = "float16"
+    if not shipped_config:
         return analytic_graph(name, device, mb, dt)
     graph = _shipped(name)
     if preset.name == DEFAULT_DEVICE:
