@@ -6,7 +6,7 @@
 (:mod:`agents.search`).
 """
 
-from agents import baselines, pipedream_dp, search
+from agents import baselines, oneshot_gcn, pipedream_dp, ppo_gcn, recurrent_gcn, search
 from agents.base import (
     Agent,
     BaseAgent,
@@ -26,8 +26,11 @@ __all__ = [
     "describe",
     "make",
     "names",
+    "oneshot_gcn",
     "option_names",
     "pipedream_dp",
+    "ppo_gcn",
+    "recurrent_gcn",
     "register",
     "search",
 ]
