@@ -1,0 +1,119 @@
+"""The validation report: relative errors, hashes, JSON, the table (no processes started)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeenv.validate.report import FORMAT, ValidationReport, plan_hash, relative_error
+
+GRAPH_HASH = "sha256:" + "ab" * 32
+PLAN: dict[str, Any] = {
+    "format": "pipeenv.plan/v1",
+    "stage_of": {"a": 0, "b": 1},
+    "num_stages": 2,
+    "devices": [0, 1],
+    "data_parallel": 1,
+    "microbatches": 4,
+    "schedule": "1f1b",
+    "graph_hash": GRAPH_HASH,
+}
+
+
+def _measurement(ok: bool = True) -> dict[str, Any]:
+    return {
+        "iteration_s": 0.33,
+        "iteration_samples_s": [0.32, 0.33, 0.35],
+        "stage_forward_s": [0.011, 0.02],
+        "stage_backward_s": [0.02, 0.04],
+        "stage_forward_cpu_s": [0.01, 0.01],
+        "stage_backward_cpu_s": [0.02, 0.02],
+        "loss": 2.5,
+        "reference_loss": 2.5,
+        "numerics": {
+            "ok": ok,
+            "loss_error": 0.0,
+            "max_grad_error": 1e-7 if ok else 3e-2,
+            "worst": "b.weight",
+            "tensors": 4,
+            "failures": [] if ok else ["b.weight: relative error 3.00e-02 > 1e-04"],
+            "grad_rtol": 1e-4,
+            "loss_rtol": 1e-5,
+        },
+        "environment": {
+            "torch": "2.13.0",
+            "backend": "gloo",
+            "device": "cpu",
+            "ranks": [{"rank": 0, "threads": 1}, {"rank": 1, "threads": 1}],
+            "stage_cpu_share": [0.95, 0.5],
+            "load_average": [1.0, 1.5],
+        },
+        "tied": [],
+        "unaccounted": [],
+    }
+
+
+PREDICTED = {
+    "iteration_s": 0.3,
+    "stages": [
+        {"forward_s": 0.01, "backward_s": 0.02, "send_bytes": 1024},
+        {"forward_s": 0.02, "backward_s": 0.05, "send_bytes": 0},
+    ],
+}
+
+
+def _report(ok: bool = True) -> ValidationReport:
+    return ValidationReport.build(
+        model="tiny-gpt",
+        microbatch_size=8,
+        plan_doc=PLAN,
+        graph_hash=GRAPH_HASH,
+        measurement=_measurement(ok),
+        predicted=PREDICTED,
+        cluster="cpu-2",
+        profile_source="measured on cpu",
+        lowering={"boundaries": [["a"]], "tied": [], "unaccounted": []},
+    )
+
+
+def test_relative_errors_are_measured_minus_predicted_over_predicted() -> None:
+    assert relative_error(0.33, 0.3) == pytest.approx(0.1)
+    assert relative_error(0.2, 0.25) == pytest.approx(-0.2)
+    assert relative_error(0.0, 0.0) == 0.0
+    assert relative_error(1.0, 0.0) == float("inf")
+    doc = _report().to_dict()
+    assert doc["iteration_error"] == pytest.approx(0.1)
+    assert [s["forward_error"] for s in doc["stages"]] == pytest.approx([0.1, 0.0])
+    assert [s["backward_error"] for s in doc["stages"]] == pytest.approx([0.0, -0.2])
+    assert [s["send_bytes"] for s in doc["stages"]] == [1024, 0]
+
+
+def test_plan_hash_covers_what_the_plan_decides():
+    assert plan_hash(PLAN) == plan_hash({**PLAN, "agent": {"name": "x"}, "predicted": {}})
+    assert plan_hash(PLAN) != plan_hash({**PLAN, "stage_of": {"a": 0, "b": 0}})
+    assert plan_hash(PLAN) != plan_hash({**PLAN, "schedule": "gpipe"})
+    assert plan_hash(PLAN).startswith("sha256:") and len(plan_hash(PLAN)) == 7 + 64
+
+
+def test_json_round_trip(tmp_path: Path) -> None:
+    report = _report()
+    path = tmp_path / "r.json"
+    report.save(path)
+    doc = json.loads(path.read_text())
+    assert doc == report.to_dict()
+    assert doc["format"] == FORMAT == "pipeenv.validation/v1"
+    assert doc["plan"]["hash"] == plan_hash(PLAN) and doc["graph_hash"] == PLAN["graph_hash"]
+
+
+def test_table_states_verdict_errors_and_contention():
+    table = _report().table()
+    assert "numerics: OK" in table
+    assert "error +10.0%" in table
+    assert "cpu share per stage: 0.95/0.50" in table and "oversubscribed" in table
+    bad = _report(ok=False)
+    assert not bad.numerics_ok
+    assert "numerics: MISMATCH" in bad.table()
+    assert "b.weight: relative error 3.00e-02 > 1e-04" in bad.table()
