@@ -107,7 +107,7 @@ def reproduce_command(config: dict[str, Any]) -> str:
     for key in ("models", "clusters", "schedules", "agents"):
         parts.append(f"--{key} " + " ".join(config[key]))
     parts.append(f"--seed {config['seed']}")
-    if config.get("policy"):
+    if config.get("policy") and not config.get("policy_trained"):
         parts.append(f"--policy {config['policy']}")
     if config.get("pipedream_profiles"):
         parts.append(f"--pipedream-profiles {config['pipedream_profiles']}")

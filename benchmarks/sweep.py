@@ -61,9 +61,15 @@ MICROBATCHES_PER_DEVICE = 4
 # Per-mode agent options: the quick sweep bounds the searches so that the README's main command
 # ends within minutes on 2 cores.
 AGENT_OPTIONS: dict[str, dict[str, dict[str, Any]]] = {
-    "quick": {"local-search": {"iterations": 300}, "ppo-gcn": {"timesteps": 3000}},
-    "full": {"local-search": {"iterations": 3000}, "ppo-gcn": {"timesteps": 30000}},
+    "quick": {"local-search": {"iterations": 300}},
+    "full": {"local-search": {"iterations": 3000}},
 }
+# The learned agent is trained once per sweep, on the sweep's zoo models, before the cells run
+# (unless --policy gives a model): a 4-stage policy on the first cluster for a fixed number of
+# environment steps (a step budget, not a time limit, so the seed fixes the policy); it then
+# plans every cell with up to 4 stages.
+POLICY_TIMESTEPS = {"quick": 30_000, "full": 200_000}
+POLICY_STAGES = 4
 
 CSV_FIELDS = (
     "model",
@@ -118,6 +124,7 @@ class SweepConfig:
     mode: str = "quick"
     out: Path = Path("bench-out")
     policy: str | None = None
+    policy_trained: bool = False
     pipedream_profiles: Path | None = None
     progress: bool = True
 
@@ -320,6 +327,9 @@ def run_sweep(config: SweepConfig) -> list[dict[str, Any]]:
     out = Path(config.out)
     plans_dir = out / "plans"
     plans_dir.mkdir(parents=True, exist_ok=True)
+    if LEARNED_AGENT in config.agents and not config.policy:
+        config.policy = train_policy(config)
+        config.policy_trained = True
     cells = cells_of(config)
     jobs = [(cell, plans_dir) for cell in cells]
     bar = tqdm(
@@ -345,6 +355,20 @@ def run_sweep(config: SweepConfig) -> list[dict[str, Any]]:
     _add_speedups(rows)
     write_outputs(rows, out, config=_describe(config), wall_s=time.perf_counter() - start)
     return rows
+
+
+def train_policy(config: SweepConfig) -> str:
+    """Train the sweep's ``ppo-gcn`` policy (see :data:`POLICY_TIMESTEPS`); its model path."""
+    from agents.train import train
+
+    models = [m for m in config.models if not m.startswith("pipedream:")]
+    run_dir = Path(config.out) / "policy"
+    train(
+        LEARNED_AGENT, models, config.clusters[0], POLICY_TIMESTEPS[config.mode], str(run_dir),
+        seed=config.seed, num_stages=POLICY_STAGES, microbatches=4 * POLICY_STAGES,
+        force=True, progress_bar=config.progress,
+    )
+    return str(run_dir / "best_model.zip")
 
 
 def _describe(config: SweepConfig) -> dict[str, Any]:
