@@ -87,6 +87,10 @@ class LearnedAgent(BaseAgent):
 
     #: The SB3 algorithm class (what ``load`` is called on).
     algorithm: ClassVar[type[BaseAlgorithm]]
+    #: The policy class the algorithm is built with.
+    policy_class: ClassVar[type]
+    #: The algorithm's default settings (``build_model`` overrides merge into them).
+    hyperparameters: ClassVar[dict[str, Any]]
 
     def __init__(
         self,
@@ -124,14 +128,18 @@ class LearnedAgent(BaseAgent):
         """The environment the policy acts in."""
 
     @classmethod
-    @abstractmethod
     def build_model(
         cls, env: Any, *, seed: int, tensorboard_log: str | None = None, **hyper: Any
     ) -> BaseAlgorithm:
         """A fresh model of this agent's algorithm and policy on ``env`` (a gym or vec env).
 
-        :param hyper: overrides of the algorithm's default hyperparameters.
+        :param hyper: overrides of the algorithm's default :attr:`hyperparameters`.
         """
+        settings = {**cls.hyperparameters, **hyper}
+        return cls.algorithm(
+            cls.policy_class, env, seed=seed, device="cpu", tensorboard_log=tensorboard_log,
+            **settings,
+        )
 
     @abstractmethod
     def act(

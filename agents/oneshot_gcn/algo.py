@@ -42,24 +42,12 @@ class OneShotGCN(LearnedAgent):
     """``oneshot-gcn`` (options: :class:`~agents.learned.LearnedAgent`)."""
 
     algorithm = PPO
+    policy_class = NodeStagePolicy
+    hyperparameters = ONESHOT_GCN_HYPERPARAMETERS
 
     @classmethod
     def env_class(cls) -> type[PartitionEnvBase]:
         return PipelinePartitionOneShotEnv
-
-    @classmethod
-    def build_model(
-        cls, env: Any, *, seed: int, tensorboard_log: str | None = None, **hyper: Any
-    ) -> BaseAlgorithm:
-        settings = {**ONESHOT_GCN_HYPERPARAMETERS, **hyper}
-        return PPO(
-            NodeStagePolicy,
-            env,
-            seed=seed,
-            device="cpu",
-            tensorboard_log=tensorboard_log,
-            **settings,
-        )
 
     def act(
         self,

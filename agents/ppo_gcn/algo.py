@@ -46,24 +46,12 @@ class PPOGCN(LearnedAgent):
     """``ppo-gcn`` (options: :class:`~agents.learned.LearnedAgent`)."""
 
     algorithm = MaskablePPO
+    policy_class = GCNMaskablePolicy
+    hyperparameters = PPO_GCN_HYPERPARAMETERS
 
     @classmethod
     def env_class(cls) -> type[PartitionEnvBase]:
         return PipelinePartitionEnv
-
-    @classmethod
-    def build_model(
-        cls, env: Any, *, seed: int, tensorboard_log: str | None = None, **hyper: Any
-    ) -> BaseAlgorithm:
-        settings = {**PPO_GCN_HYPERPARAMETERS, **hyper}
-        return MaskablePPO(
-            GCNMaskablePolicy,
-            env,
-            seed=seed,
-            device="cpu",
-            tensorboard_log=tensorboard_log,
-            **settings,
-        )
 
     def act(
         self,

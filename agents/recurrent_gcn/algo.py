@@ -288,24 +288,12 @@ class RecurrentGCN(LearnedAgent):
     """``recurrent-gcn`` (options: :class:`~agents.learned.LearnedAgent`)."""
 
     algorithm = MaskableRecurrentPPO
+    policy_class = MaskableRecurrentGCNPolicy
+    hyperparameters = RECURRENT_GCN_HYPERPARAMETERS
 
     @classmethod
     def env_class(cls) -> type[PartitionEnvBase]:
         return PipelinePartitionEnv
-
-    @classmethod
-    def build_model(
-        cls, env: Any, *, seed: int, tensorboard_log: str | None = None, **hyper: Any
-    ) -> BaseAlgorithm:
-        settings = {**RECURRENT_GCN_HYPERPARAMETERS, **hyper}
-        return MaskableRecurrentPPO(
-            MaskableRecurrentGCNPolicy,
-            env,
-            seed=seed,
-            device="cpu",
-            tensorboard_log=tensorboard_log,
-            **settings,
-        )
 
     def act(
         self,
