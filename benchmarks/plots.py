@@ -120,7 +120,7 @@ def gantt_plots(rows: Sequence[dict[str, Any]], out: Path) -> list[Path]:
         if not row.get("plan_file"):
             continue
         cluster = load_cluster(row["cluster"])
-        graph = _graph(model, cluster)
+        graph = _graph(model, cluster, row.get("graph_file"))
         plan = load_plan(out / row["plan_file"])
         result = simulate(graph, cluster, plan, timeline=True)
         path = out / f"gantt_{model.replace(':', '_').replace('/', '_')}.png"

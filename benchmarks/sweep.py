@@ -107,6 +107,7 @@ class Cell:
     agent: str
     seed: int
     options: dict[str, Any] = field(default_factory=dict)
+    graph_file: str | None = None  # a PipeDream profile, for models named "pipedream:NAME"
 
     @property
     def key(self) -> str:
@@ -151,17 +152,18 @@ def _cell_seed(seed: int, key: str) -> int:
 _GRAPHS: dict[tuple[str, str], OperatorGraph] = {}
 
 
-def _graph(model: str, cluster: Cluster) -> OperatorGraph:
-    """The model's graph costed for the cluster's reference device (cached per process)."""
+def _graph(model: str, cluster: Cluster, graph_file: str | None = None) -> OperatorGraph:
+    """The model's graph (cached per process): a zoo graph costed for the cluster's reference
+    device, or the PipeDream profile ``graph_file`` as published."""
     import pipeenv.zoo
 
     device = cluster.reference_kind or pipeenv.zoo.DEFAULT_DEVICE
-    if model.startswith("pipedream:"):
+    if graph_file is not None:
         from pipeenv.graph import from_pipedream
 
-        key = (model, "profile")
+        key = (graph_file, "profile")
         if key not in _GRAPHS:
-            _GRAPHS[key] = from_pipedream(model.split(":", 1)[1])
+            _GRAPHS[key] = from_pipedream(graph_file, name=model)
         return _GRAPHS[key]
     key = (model, device)
     if key not in _GRAPHS:
@@ -191,8 +193,8 @@ def run_cell(cell: Cell, plans_dir: Path | None = None) -> dict[str, Any]:
     }
     try:
         cluster = load_cluster(cell.cluster)
-        graph = _graph(cell.model, cluster)
-        row.update(devices=cluster.num_devices, nodes=graph.num_nodes)
+        graph = _graph(cell.model, cluster, cell.graph_file)
+        row.update(devices=cluster.num_devices, nodes=graph.num_nodes, graph_file=cell.graph_file)
         agent = agents.make(cell.agent, **_agent_options(cell))
         best: tuple[Plan, Any] | None = None
         planning = 0.0
@@ -299,11 +301,14 @@ def _add_speedups(rows: list[dict[str, Any]]) -> None:
 def cells_of(config: SweepConfig) -> list[Cell]:
     """Every cell of the sweep, in a stable order."""
     mode_options = AGENT_OPTIONS[config.mode]
-    models = list(config.models)
+    models: list[tuple[str, str | None]] = [(m, None) for m in config.models]
     if config.pipedream_profiles is not None:
-        models += [f"pipedream:{p}" for p in sorted(config.pipedream_profiles.glob("*/graph.txt"))]
+        models += [
+            (f"pipedream:{p.parent.name}", str(p))
+            for p in sorted(config.pipedream_profiles.glob("*/graph.txt"))
+        ]
     out = []
-    for model in models:
+    for model, graph_file in models:
         for cluster in config.clusters:
             for schedule in config.schedules:
                 for agent in config.agents:
@@ -312,7 +317,15 @@ def cells_of(config: SweepConfig) -> list[Cell]:
                         options = {"model": config.policy}
                     key = f"{model}__{cluster}__{schedule}__{agent}"
                     out.append(
-                        Cell(model, cluster, schedule, agent, _cell_seed(config.seed, key), options)
+                        Cell(
+                            model,
+                            cluster,
+                            schedule,
+                            agent,
+                            _cell_seed(config.seed, key),
+                            options,
+                            graph_file,
+                        )
                     )
     return out
 
@@ -366,9 +379,17 @@ def train_policy(config: SweepConfig) -> str:
     models = [m for m in config.models if not m.startswith("pipedream:")]
     run_dir = Path(config.out) / "policy"
     train(
-        LEARNED_AGENT, models, config.clusters[0], POLICY_TIMESTEPS[config.mode], str(run_dir),
-        seed=config.seed, num_stages=POLICY_STAGES, microbatches=4 * POLICY_STAGES,
-        max_nodes=POLICY_MAX_NODES[config.mode], force=True, progress_bar=config.progress,
+        LEARNED_AGENT,
+        models,
+        config.clusters[0],
+        POLICY_TIMESTEPS[config.mode],
+        str(run_dir),
+        seed=config.seed,
+        num_stages=POLICY_STAGES,
+        microbatches=4 * POLICY_STAGES,
+        max_nodes=POLICY_MAX_NODES[config.mode],
+        force=True,
+        progress_bar=config.progress,
     )
     return str(run_dir / "best_model.zip")
 

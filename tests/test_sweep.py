@@ -95,3 +95,24 @@ def test_cli_refuses_bad_options_and_a_non_empty_folder(tmp_path, capsys):
     assert "unknown model 'nope'" in capsys.readouterr().err
     assert main(["bench", "--agents", "oracle", "--out", str(tmp_path / "x")]) == 2
     assert "unknown agent 'oracle'" in capsys.readouterr().err
+
+
+def test_pipedream_profiles_join_the_sweep(tmp_path):
+    from conftest import PIPEDREAM_PROFILES
+
+    source = PIPEDREAM_PROFILES / "vgg16" / "graph.txt"
+    if not source.exists():
+        pytest.skip(f"{source} not present")
+    (tmp_path / "profiles" / "vgg16").mkdir(parents=True)
+    (tmp_path / "profiles" / "vgg16" / "graph.txt").write_text(source.read_text())
+    config = SweepConfig(
+        models=[], clusters=["4xA100-nvlink"], schedules=["1f1b"],
+        agents=["data-parallel", "balanced-time"], out=tmp_path / "out", progress=False,
+        pipedream_profiles=tmp_path / "profiles",
+    )
+    rows = run_sweep(config)
+    assert [(r["model"], r["agent"], r["error"]) for r in rows] == [
+        ("pipedream:vgg16", "data-parallel", ""),
+        ("pipedream:vgg16", "balanced-time", ""),
+    ]
+    assert rows[0]["nodes"] == 41  # every node of the profile, Input included
