@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,7 +14,7 @@ from pipeenv.errors import PipeenvError
 from pipeenv.zoo.costs import DEVICES, get_device, retime, roofline_s
 from pipeenv.zoo.counting import count_node
 from pipeenv.zoo.graphs import count_graph
-from pipeenv.zoo.measure import measure_model, measure_node
+from pipeenv.zoo.measure import measure_model, measure_nodes
 from pipeenv.zoo.trace import node_parameters, run_nodes, trace
 
 torch.set_num_threads(1)
@@ -145,16 +148,85 @@ def test_retime_refuses_a_graph_without_counts() -> None:
         retime(graph, get_device("a100"), "float32")
 
 
+class _Chain(nn.Module):
+    """Three Linear+tanh layers of width 256: a few ms per pass, deterministic work."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(*(nn.Linear(256, 256) for _ in range(3)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = torch.tanh(layer(x))
+        return x
+
+
+class _Sleep(torch.autograd.Function):
+    """Identity that sleeps 10 ms forward and 20 ms backward."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(0.01)
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        time.sleep(0.02)
+        return grad
+
+
+class _Slow(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _Sleep.apply(x)  # type: ignore[no-any-return]
+
+
+class _SlowBranch(nn.Module):
+    """x -> fc -> (slow, relu) -> add: the slow node on one of two parallel branches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.slow = _Slow()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(x)
+        return self.slow(h) + F.relu(h)
+
+
 def test_measured_times_are_positive_medians() -> None:
     model = _LinearReLU()
-    gm = trace(model)
+    model.fc.bias.grad = torch.ones(3)
     x = torch.randn(64, 4)
     cpu = torch.device("cpu")
-    times = {c.node.name: measure_node(c, cpu, repeats=3, warmup=1) for c in run_nodes(gm, [x])}
+    times = measure_nodes(trace(model), [x], cpu, repeats=3, warmup=1)
+    assert list(times) == ["x", "fc", "relu"]
     assert times["x"] == (0.0, 0.0)
-    assert times["fc"][0] > 0 and times["fc"][1] > 0
+    assert all(f > 0 and b > 0 for name, (f, b) in times.items() if name != "x")
+    assert model.fc.weight.grad is None and torch.equal(model.fc.bias.grad, torch.ones(3))
     forward_s, backward_s = measure_model(model, [x], cpu, repeats=3, warmup=1)
     assert forward_s > 0 and backward_s > 0
+
+
+def test_node_times_add_up_to_the_whole_pass() -> None:
+    model = _Chain()
+    x = torch.randn(128, 256)
+    cpu = torch.device("cpu")
+    times = measure_nodes(trace(model), [x], cpu, repeats=5, warmup=2, timer="cpu")
+    forward_s, backward_s = measure_model(model, [x], cpu, repeats=5, warmup=2, timer="cpu")
+    node_forward = sum(f for f, _ in times.values())
+    node_backward = sum(b for _, b in times.values())
+    assert node_forward == pytest.approx(forward_s, rel=0.2)
+    assert node_backward == pytest.approx(backward_s, rel=0.2)
+
+
+def test_time_is_charged_to_the_node_that_spends_it() -> None:
+    times = measure_nodes(
+        trace(_SlowBranch()), [torch.randn(2, 4)], torch.device("cpu"), repeats=3, warmup=1
+    )
+    assert set(times) == {"x", "fc", "slow", "relu", "add"}
+    forward_s, backward_s = times.pop("slow")
+    assert 0.01 <= forward_s < 0.02 and 0.02 <= backward_s < 0.03
+    assert all(f < 0.005 and b < 0.005 for f, b in times.values())
 
 
 def test_cpu_timer_measures_thread_time_and_needs_one_thread() -> None:

@@ -206,11 +206,12 @@ def test_profile_on_cpu_keeps_the_structure_and_measures_every_node() -> None:
     analytic = zoo.load("tiny-inception", microbatch_size=2)
     assert measured.graph_hash == analytic.graph_hash
     assert "measured on cpu" in measured.source
+    assert "inside whole forward and backward passes" in measured.source
     for node in measured.nodes:
         if node.op == "input":
             assert node.forward_s == 0 and node.backward_s == 0
         else:
-            assert node.forward_s > 0
+            assert node.forward_s > 0 and node.backward_s > 0
         assert node.output_bytes == analytic.node(node.id).output_bytes
 
 
@@ -263,6 +264,14 @@ def test_a_plan_on_the_graph_lowers_onto_the_fx_module() -> None:
     loss = zoo.loss_fn("tiny-gpt")(output, zoo.example_targets("tiny-gpt", 2))
     loss.backward()
     assert gm.get_submodule("embed").tokens.weight.grad is not None
+
+
+def test_tiny_gpt_starts_at_the_loss_of_a_uniform_guess() -> None:
+    """GPT-2 initialisation (std 0.02) keeps the tied head's logits small: loss ~ ln(vocab)."""
+    model = zoo.build_model("tiny-gpt")
+    output = model(*zoo.example_inputs("tiny-gpt", 2))
+    loss = zoo.loss_fn("tiny-gpt")(output, zoo.example_targets("tiny-gpt", 2))
+    assert loss.item() == pytest.approx(math.log(512), abs=0.1)
 
 
 def test_bfloat16_models_fall_back_to_float16_on_a_v100():

@@ -258,10 +258,10 @@ def profile(
 ) -> OperatorGraph:
     """The operator graph of ``name`` with forward and backward times measured per node.
 
-    Sizes, FLOPs and bytes come from the analytic trace; times are medians of ``repeats`` runs
-    after ``warmup`` on the local ``device`` (``cpu`` or ``cuda``), by the wall clock or, with
-    ``timer="cpu"`` (cpu, one torch thread), by the thread's CPU time
-    (:mod:`pipeenv.zoo.measure`).
+    Sizes, FLOPs and bytes come from the analytic trace; each node's times are taken inside
+    whole-model forward and backward passes on the local ``device`` (``cpu`` or ``cuda``),
+    medians of ``repeats`` passes after ``warmup``, by the wall clock or, with ``timer="cpu"``
+    (cpu, one torch thread), by the thread's CPU time (:mod:`pipeenv.zoo.measure`).
 
     :raises PipeenvError: for an unknown device or when CUDA is requested but absent.
     """

@@ -4,7 +4,8 @@
 (:func:`~pipeenv.zoo.counting.count_node`); the counts are kept in each node's ``extra``
 (``flops_fwd``, ``flops_bwd``, ``bytes_fwd``, ``bytes_bwd``) next to the enclosing ``module``,
 so :func:`~pipeenv.zoo.costs.retime` re-costs a graph for another preset without tracing.
-:func:`measured_graph` replaces the times by measurements on a real device.
+:func:`measured_graph` replaces the times by measurements on a real device, each node timed
+inside whole-model passes (:func:`~pipeenv.zoo.measure.measure_nodes`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pipeenv.errors import PipeenvError
 from pipeenv.graph import Node, OperatorGraph
 from pipeenv.zoo.costs import DevicePreset, analytic_source, roofline_s
 from pipeenv.zoo.counting import NodeCounts, count_node
-from pipeenv.zoo.measure import measure_node
+from pipeenv.zoo.measure import measure_nodes
 from pipeenv.zoo.trace import (
     node_module,
     node_op,
@@ -117,17 +118,12 @@ def measured_graph(
     :param model: the model, on ``device``, in training mode.
     :param inputs: a microbatch of inputs on ``device``.
     :param device: where to measure (cpu or cuda).
-    :param repeats: timed repeats per node (the median is kept).
-    :param warmup: untimed runs first.
+    :param repeats: timed forward+backward passes (each node's median is kept).
+    :param warmup: untimed passes first.
     :param timer: ``wall`` or ``cpu`` (see :mod:`pipeenv.zoo.measure`).
     """
     gm = trace(model, analytic.name)
-    times: dict[str, tuple[float, float]] = {}
-    with torch.enable_grad():
-        for call in run_nodes(gm, inputs):
-            times[call.node.name] = measure_node(
-                call, device, repeats=repeats, warmup=warmup, timer=timer
-            )
+    times = measure_nodes(gm, inputs, device, repeats=repeats, warmup=warmup, timer=timer)
     if set(times) != {n.id for n in analytic.nodes}:
         raise PipeenvError(f"profile: model {analytic.name!r}: traced nodes differ from its graph")
     nodes = [
@@ -135,7 +131,8 @@ def measured_graph(
     ]
     source = (
         f"measured on {device.type} (torch {torch.__version__}, {torch.get_num_threads()} threads; "
-        f"{timer} clock, median of {repeats} after {warmup} warm-up runs per node), "
+        f"{timer} clock, per node inside whole forward and backward passes, median of {repeats} "
+        f"after {warmup} warm-up passes), "
         "sizes from tensor metadata"
     )
     return OperatorGraph(

@@ -1,85 +1,222 @@
-"""Measured costs: forward and backward time of a node, or of a whole model, on a real device.
+"""Measured costs: forward and backward time of every node, or of a whole model, on a real device.
 
-Times are medians of ``repeats`` runs after ``warmup`` untimed ones; on CUDA the device is
-synchronised around each run. The clock is the wall clock, or, with ``timer="cpu"`` on a CPU
-running torch on one thread, the CPU time of the calling thread: on a machine shared with other
-work that is the time the run would take alone, where the wall clock also counts the time the
-scheduler gave to others. A node runs on detached copies of the arguments of a
-full forward pass, with the same ``requires_grad`` flags, so its backward does the work it does
-in the whole model's backward: gradients of its inputs that need them and of the parameters it
-uses.
+Nodes are timed where they run in training, inside whole-model passes, as PipeDream's profiler
+does (Narayanan et al., "PipeDream: Generalized Pipeline Parallelism for DNN Training", SOSP 2019,
+§3.1): a node timed alone, repeated on the same inputs, finds its inputs and weights in cache
+and runs faster than in sequence. Each pass
+
+1. runs the traced model through an :class:`fx.Interpreter` that reads the clock around each
+   node (forward time of the node);
+2. finds the autograd nodes each fx node created (those reachable from its outputs and not from
+   an earlier node's, with the ``AccumulateGrad`` of the parameters it reaches first);
+3. runs the real backward of the whole model (output seeded with ones, every parameter's
+   gradient accumulated as in training) with a pre-hook on each of those autograd nodes. The
+   pre-hooks cut the backward into spans, one per autograd node run, each charged to the fx
+   node that owns it, so the backward times of the nodes add up to the whole backward.
+
+Per node, the medians of ``repeats`` passes after ``warmup`` untimed ones are kept. The clock is
+the wall clock, or, with ``timer="cpu"`` on a CPU running torch on one thread, the CPU time of
+the calling thread (the CPU autograd engine runs on it too): on a machine shared with other work
+that is the time the run would take alone, where the wall clock also counts the time the
+scheduler gave to others. On CUDA the marks are CUDA events on the current stream.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
+import torch.fx as fx
+from torch.utils._pytree import tree_leaves
 
 from pipeenv.errors import PipeenvError
-from pipeenv.zoo.counting import detach_like, grad_targets
-from pipeenv.zoo.trace import NodeCall
 
-__all__ = ["TIMERS", "measure_model", "measure_node"]
+__all__ = ["TIMERS", "NodeTimes", "measure_model", "measure_nodes"]
 
 TIMERS = ("wall", "cpu")
 
+#: Per fx node name: (forward_s, backward_s).
+NodeTimes = dict[str, tuple[float, float]]
+
 
 class _Clock:
-    """A clock and the synchronisation that makes it see the device's work."""
+    """Marks in time on a device (floats on CPU, CUDA events) and the seconds between two."""
 
     def __init__(self, device: torch.device, timer: str) -> None:
         if timer not in TIMERS:
             raise PipeenvError(f"profile: timer must be one of {', '.join(TIMERS)}, got {timer!r}")
         if timer == "cpu" and (device.type != "cpu" or torch.get_num_threads() != 1):
             raise PipeenvError("profile: timer 'cpu' needs device cpu and one torch thread")
+        self.cuda = device.type == "cuda"
         self.now = time.thread_time if timer == "cpu" else time.perf_counter
-        self.sync: Callable[[], None] = (
-            torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-        )
 
-    def median(self, fn: Callable[[], Any], repeats: int, warmup: int) -> float:
-        samples = []
-        for i in range(warmup + repeats):
-            self.sync()
-            start = self.now()
-            fn()
-            self.sync()
-            if i >= warmup:
-                samples.append(self.now() - start)
-        return statistics.median(samples)
+    def mark(self) -> Any:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return self.now()
+
+    def seconds(self, start: Any, end: Any) -> float:
+        """Seconds from ``start`` to ``end`` (on CUDA after :meth:`sync`)."""
+        if self.cuda:
+            return float(start.elapsed_time(end)) / 1e3
+        return float(end - start)
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
 
 
-def measure_node(
-    call: NodeCall,
+@contextmanager
+def _grads_kept(module: torch.nn.Module) -> Iterator[None]:
+    """Let the timed passes accumulate gradients, then give the parameters theirs back."""
+    saved = [(p, p.grad) for p in module.parameters()]
+    try:
+        with torch.enable_grad():
+            yield
+    finally:
+        for param, grad in saved:
+            param.grad = grad
+
+
+class _TimedInterpreter(fx.Interpreter):
+    """Runs a GraphModule node by node, marking the clock around each node's call (the
+    arguments are looked up outside the marks) and keeping its outputs' autograd nodes."""
+
+    def __init__(self, gm: fx.GraphModule, clock: _Clock) -> None:
+        super().__init__(gm)
+        self.clock = clock
+        self.marks: dict[str, tuple[Any, Any]] = {}
+        self.grad_fns: dict[str, list[Any]] = {}
+
+    def run_node(self, n: fx.Node) -> Any:
+        if n.op not in ("call_module", "call_function", "call_method"):
+            return super().run_node(n)
+        args, kwargs = self.fetch_args_kwargs_from_env(n)
+        if n.op == "call_module":
+            fn = self.fetch_attr(str(n.target))
+        elif n.op == "call_method":
+            fn = getattr(args[0], str(n.target))
+            args = args[1:]
+        else:
+            fn = n.target
+        start = self.clock.mark()
+        result = fn(*args, **kwargs)
+        self.marks[n.name] = (start, self.clock.mark())
+        self.grad_fns[n.name] = [
+            t.grad_fn
+            for t in tree_leaves(result)
+            if isinstance(t, torch.Tensor) and t.grad_fn is not None
+        ]
+        return result
+
+
+def _owners(grad_fns: dict[str, list[Any]]) -> dict[Any, str]:
+    """Each autograd node reachable from the outputs, with the first fx node that reaches it.
+
+    ``grad_fns`` is in forward order, so a node reaches first what it created itself and the
+    ``AccumulateGrad`` of the parameters it (or, for a tied weight, its first user) owns.
+    """
+    owner: dict[Any, str] = {}
+    for name, roots in grad_fns.items():
+        stack = list(roots)
+        while stack:
+            fn = stack.pop()
+            if fn in owner:
+                continue
+            owner[fn] = name
+            stack.extend(nxt for nxt, _ in fn.next_functions if nxt is not None)
+    return owner
+
+
+def _backward_times(clock: _Clock, output: Any, owner: dict[Any, str]) -> dict[str, float]:
+    """Run the whole backward with a pre-hook on every owned autograd node; seconds per fx node.
+
+    The pre-hooks cut the backward into spans, each from an autograd node's start to the next
+    one's (or the end), which is charged to the fx node that owns it: the node's work and the
+    engine's bookkeeping after it. One hook per autograd node rather than two halves the
+    hooks' own cost, which lands in the spans.
+    """
+    events: list[tuple[Any, str]] = []
+    handles = []
+    for fn, name in owner.items():
+
+        def pre(grad_outputs: Any, name: str = name) -> None:
+            events.append((clock.mark(), name))
+
+        handles.append(fn.register_prehook(pre))
+    outs = [t for t in tree_leaves(output) if isinstance(t, torch.Tensor) and t.requires_grad]
+    seeds = [torch.ones_like(t) for t in outs]
+    clock.sync()
+    start = clock.mark()
+    torch.autograd.backward(outs, seeds)
+    end = clock.mark()
+    clock.sync()
+    for handle in handles:
+        handle.remove()
+    times: dict[str, float] = {}
+    if not events:
+        return times
+    times[events[0][1]] = clock.seconds(start, events[0][0])
+    for (mark, name), (following, _) in zip(events, [*events[1:], (end, "")], strict=True):
+        times[name] = times.get(name, 0.0) + clock.seconds(mark, following)
+    return times
+
+
+def measure_nodes(
+    gm: fx.GraphModule,
+    inputs: Sequence[torch.Tensor],
     device: torch.device,
     *,
     repeats: int = 10,
     warmup: int = 3,
     timer: str = "wall",
-) -> tuple[float, float]:
-    """Measured (forward_s, backward_s) of one node: median of ``repeats`` after ``warmup``.
+) -> NodeTimes:
+    """Measured (forward_s, backward_s) of every fx node but ``output``, timed in whole passes.
 
-    The forward runs with autograd recording, as in training; the backward computes the
-    gradients of the node's inputs that need them and of the parameters it uses.
+    Medians over ``repeats`` forward+backward passes after ``warmup`` untimed ones; placeholders
+    take no time, a node without autograd nodes (sizes, integer arithmetic) no backward time.
+
+    :param gm: the traced model (:func:`~pipeenv.zoo.trace.trace`), in training mode, on
+        ``device``; each pass starts with ``.grad`` unset, as after ``zero_grad``, and the
+        parameters get their gradients back at the end.
+    :param inputs: a microbatch of inputs on ``device``.
+    :param device: where it runs (cpu or cuda).
+    :param repeats: timed passes.
+    :param warmup: untimed passes first.
+    :param timer: ``wall`` or ``cpu`` (see the module docstring).
+    :raises PipeenvError: for an unknown timer, or ``cpu`` without one torch thread on cpu.
     """
     clock = _Clock(device, timer)
-    if call.node.op == "placeholder":
-        return 0.0, 0.0
-    args, kwargs = detach_like((call.args, call.kwargs))
-    forward_s = clock.median(lambda: call.fn(*args, **kwargs), repeats, warmup)
-    outs, seeds, wrt = grad_targets(call.fn(*args, **kwargs))
-    if not (outs and wrt):
-        return forward_s, 0.0
-    backward_s = clock.median(
-        lambda: torch.autograd.grad(outs, wrt, seeds, retain_graph=True, allow_unused=True),
-        repeats,
-        warmup,
-    )
-    return forward_s, backward_s
+    names = [n.name for n in gm.graph.nodes if n.op != "output"]
+    forward: dict[str, list[float]] = {name: [] for name in names}
+    backward: dict[str, list[float]] = {name: [] for name in names}
+    with _grads_kept(gm):
+        for i in range(warmup + repeats):
+            gm.zero_grad(set_to_none=True)
+            interpreter = _TimedInterpreter(gm, clock)
+            clock.sync()
+            output = interpreter.run(*inputs)
+            clock.sync()
+            owner = _owners(interpreter.grad_fns)
+            backward_s = _backward_times(clock, output, owner)
+            interpreter.grad_fns.clear()
+            del output, owner
+            if i < warmup:
+                continue
+            for name in names:
+                marks = interpreter.marks.get(name)
+                forward[name].append(clock.seconds(*marks) if marks else 0.0)
+                backward[name].append(backward_s.get(name, 0.0))
+    return {
+        name: (statistics.median(forward[name]), statistics.median(backward[name]))
+        for name in names
+    }
 
 
 def measure_model(
@@ -91,16 +228,30 @@ def measure_model(
     warmup: int = 3,
     timer: str = "wall",
 ) -> tuple[float, float]:
-    """Measured (forward_s, backward_s) of the whole model, medians as in :func:`measure_node`.
+    """Measured (forward_s, backward_s) of the whole model, medians as in :func:`measure_nodes`.
 
-    The backward seeds the output with ones and computes every parameter's gradient.
+    Each pass times the forward, then the backward, as a training step runs them (a forward
+    repeated alone would find its weights and activations in cache). The backward seeds the
+    output with ones and accumulates every parameter's gradient from ``None``, as after
+    ``zero_grad`` in training; the parameters get their gradients back at the end.
     """
     clock = _Clock(device, timer)
-    params = [p for p in model.parameters() if p.requires_grad]
-    forward_s = clock.median(lambda: model(*inputs), repeats, warmup)
-    output = model(*inputs)
-    seed = torch.ones_like(output)
-    backward_s = clock.median(
-        lambda: torch.autograd.grad(output, params, seed, retain_graph=True), repeats, warmup
-    )
-    return forward_s, backward_s
+    forward, backward = [], []
+    with _grads_kept(model):
+        for i in range(warmup + repeats):
+            model.zero_grad(set_to_none=True)
+            clock.sync()
+            start = clock.mark()
+            output = model(*inputs)
+            middle = clock.mark()
+            seed = torch.ones_like(output)
+            clock.sync()
+            restart = clock.mark()
+            output.backward(seed)
+            end = clock.mark()
+            clock.sync()
+            if i >= warmup:
+                forward.append(clock.seconds(start, middle))
+                backward.append(clock.seconds(restart, end))
+            del output
+    return statistics.median(forward), statistics.median(backward)

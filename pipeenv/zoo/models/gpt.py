@@ -6,10 +6,16 @@ the token embedding, as in the released GPT-2: the shared weight is counted once
 embedding node (:class:`~pipeenv.zoo.models.layers.TiedLMHead`). With tying the parameter counts
 are 124,439,808 (small), 354,823,168 (medium) and 1,557,611,200 (XL), the counts of the
 HuggingFace checkpoints.
+
+Weights are initialised as GPT-2's: linear and embedding weights normal with standard deviation
+0.02, biases zero, LayerNorm ones and zeros, and the projections that write into the residual
+stream scaled by ``1 / sqrt(2 * layers)`` (§2.3 of the paper). With the tied head this makes the
+logits small at the start, so the initial loss is about ``ln(vocab)``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +29,7 @@ __all__ = [
     "GPT2_MEDIUM",
     "GPT2_SMALL",
     "GPT2_XL",
+    "INIT_STD",
     "TINY_GPT",
     "GPTConfig",
     "gpt2_medium",
@@ -47,6 +54,7 @@ GPT2_SMALL = GPTConfig(vocab=50257, context=1024, layers=12, dim=768, heads=12)
 GPT2_MEDIUM = GPTConfig(vocab=50257, context=1024, layers=24, dim=1024, heads=16)
 GPT2_XL = GPTConfig(vocab=50257, context=1024, layers=48, dim=1600, heads=25)
 TINY_GPT = GPTConfig(vocab=512, context=128, layers=4, dim=256, heads=4)
+INIT_STD = 0.02
 
 
 class Block(nn.Module):
@@ -77,6 +85,22 @@ class GPT(nn.Module):
         self.h = nn.ModuleList(Block(config.dim, config.heads) for _ in range(config.layers))
         self.ln_f = nn.LayerNorm(config.dim)
         self.lm_head = TiedLMHead(self.embed.tokens)
+        self._init_weights(config.layers)
+
+    def _init_weights(self, layers: int) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear | nn.Embedding):
+                nn.init.normal_(module.weight, std=INIT_STD)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+        residual = [
+            m
+            for block in self.modules()
+            if isinstance(block, Block)
+            for m in (block.attn.proj, block.proj)
+        ]
+        for proj in residual:
+            nn.init.normal_(proj.weight, std=INIT_STD / math.sqrt(2 * layers))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         x = self.embed(ids)
