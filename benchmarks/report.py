@@ -11,7 +11,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["best_rows", "headline_markdown", "markdown", "reproduce_command", "write_outputs"]
+__all__ = [
+    "best_rows",
+    "headline_markdown",
+    "markdown",
+    "read_rows",
+    "rebuild",
+    "reproduce_command",
+    "write_outputs",
+]
 
 
 def _ok(row: dict[str, Any]) -> bool:
@@ -76,7 +84,8 @@ def _cluster_table(rows: Sequence[dict[str, Any]], cluster: str) -> list[str]:
         f"### {cluster}",
         "",
         "Speed-up over data parallelism (best schedule; `OOM` = no feasible plan, "
-        "`err` = the agent failed, see results.csv).",
+        "`err` = the agent failed, see results.csv; where data parallelism itself is out of "
+        "memory, a feasible plan shows its samples/s instead).",
         "",
         "| model | " + " | ".join(agents) + " |",
         "|---|" + "---|" * len(agents),
@@ -92,7 +101,11 @@ def _cluster_table(rows: Sequence[dict[str, Any]], cluster: str) -> list[str]:
             good = [r for r in group if _ok(r) and not r.get("oom")]
             if good:
                 top = max(good, key=lambda r: r["throughput_samples_per_s"])
-                entries.append(_fmt(top.get("speedup_vs_data_parallel")))
+                speedup = top.get("speedup_vs_data_parallel")
+                if speedup in ("", None):
+                    entries.append(f"{top['throughput_samples_per_s']:.3g}/s")
+                else:
+                    entries.append(_fmt(speedup))
             elif any(_ok(r) for r in group):
                 entries.append("OOM")
             else:
@@ -117,11 +130,13 @@ def reproduce_command(config: dict[str, Any]) -> str:
 def markdown(rows: Sequence[dict[str, Any]], config: dict[str, Any], wall_s: float) -> str:
     """The whole ``results.md``."""
     failed = [r for r in rows if r["error"]]
+    training = config.get("policy_training_s")
+    trained = f" after {training:.0f} s of ppo-gcn training" if training else ""
     parts = [
         "# pipeenv benchmark sweep",
         "",
         f"Mode `{config['mode']}`, seed {config['seed']}, {len(rows)} cells "
-        f"({len(failed)} failed), {wall_s:.0f} s on {config['workers']} worker(s); "
+        f"({len(failed)} failed), {wall_s:.0f} s{trained} on {config['workers']} worker(s); "
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}.",
         "",
@@ -159,6 +174,47 @@ def markdown(rows: Sequence[dict[str, Any]], config: dict[str, Any], wall_s: flo
     return "\n".join(parts)
 
 
+_INT_FIELDS = ("devices", "nodes", "stages", "data_parallel", "microbatches")
+_FLOAT_FIELDS = (
+    "iteration_s",
+    "throughput_samples_per_s",
+    "speedup_vs_data_parallel",
+    "speedup_vs_pipedream",
+    "efficiency",
+    "bubble_fraction",
+    "peak_memory_bytes",
+    "planning_s",
+)
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a ``results.csv``, typed as the sweep produced them."""
+    import csv
+
+    rows = []
+    with path.open(newline="") as fh:
+        for raw in csv.DictReader(fh):
+            row: dict[str, Any] = dict(raw)
+            for key in _INT_FIELDS:
+                row[key] = int(raw[key]) if raw.get(key) else ""
+            for key in _FLOAT_FIELDS:
+                row[key] = float(raw[key]) if raw.get(key) else ""
+            row["oom"] = raw.get("oom") == "True"
+            rows.append(row)
+    return rows
+
+
+def rebuild(out: Path) -> None:
+    """Rewrite results.md and the plots of a finished sweep from its results.csv and sweep.json
+    (after a change to the report; no cell is planned again)."""
+    meta = json.loads((out / "sweep.json").read_text())
+    rows = read_rows(out / "results.csv")
+    (out / "results.md").write_text(markdown(rows, meta["config"], meta["wall_s"]))
+    from benchmarks.plots import draw_all
+
+    draw_all(rows, out)
+
+
 def write_outputs(
     rows: Sequence[dict[str, Any]], out: Path, *, config: dict[str, Any], wall_s: float
 ) -> None:
@@ -170,3 +226,11 @@ def write_outputs(
     (out / "results.md").write_text(markdown(rows, config, wall_s))
     (out / "sweep.json").write_text(json.dumps({"config": config, "wall_s": wall_s}, indent=1))
     draw_all(rows, out)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m benchmarks.report SWEEP_DIR  (rewrites results.md and plots)")
+    rebuild(Path(sys.argv[1]))

@@ -93,6 +93,7 @@ CSV_FIELDS = (
     "oom",
     "planning_s",
     "plan_file",
+    "graph_file",
     "error",
 )
 
@@ -128,6 +129,7 @@ class SweepConfig:
     out: Path = Path("bench-out")
     policy: str | None = None
     policy_trained: bool = False
+    policy_training_s: float | None = None
     pipedream_profiles: Path | None = None
     progress: bool = True
 
@@ -343,8 +345,10 @@ def run_sweep(config: SweepConfig) -> list[dict[str, Any]]:
     plans_dir = out / "plans"
     plans_dir.mkdir(parents=True, exist_ok=True)
     if LEARNED_AGENT in config.agents and not config.policy:
+        started = time.perf_counter()
         config.policy = train_policy(config)
         config.policy_trained = True
+        config.policy_training_s = time.perf_counter() - started
     cells = cells_of(config)
     jobs = [(cell, plans_dir) for cell in cells]
     bar = tqdm(
