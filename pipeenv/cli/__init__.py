@@ -44,13 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pipeenv", description="Pipeline-parallel partitioning as an RL problem.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"pipeenv.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"pipeenv.cli.{name}":
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(f"pipeenv.cli.{name}").register(sub)
     return parser
 
 
