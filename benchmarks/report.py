@@ -34,6 +34,11 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
+def _times(value: Any) -> str:
+    """A speed-up as ``1.23x``, or ``-`` when there is none (its baseline is missing or OOM)."""
+    return "-" if value in ("", None) else f"{value:.2f}x"
+
+
 def best_rows(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per model, the feasible cell with the largest speed-up over data parallelism.
 
@@ -73,7 +78,7 @@ def headline_markdown(rows: Sequence[dict[str, Any]]) -> str:
         lines.append(
             f"| {model} | {' = '.join(row['tied'])} | {row['cluster']} | {row['schedule']} "
             f"| {row['stages']} x {row['data_parallel']} | {row['throughput_samples_per_s']:.1f} "
-            f"| {_fmt(row['speedup_vs_data_parallel'])}x | {_fmt(row['speedup_vs_pipedream'])}x |"
+            f"| {_times(row['speedup_vs_data_parallel'])} | {_times(row['speedup_vs_pipedream'])} |"
         )
     return "\n".join(lines)
 

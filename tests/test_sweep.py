@@ -116,3 +116,12 @@ def test_pipedream_profiles_join_the_sweep(tmp_path):
         ("pipedream:vgg16", "balanced-time", ""),
     ]
     assert rows[0]["nodes"] == 41  # every node of the profile, Input included
+
+
+def test_headline_shows_a_missing_baseline_as_a_dash():
+    from benchmarks.report import headline_markdown
+
+    row = {"model": "m", "cluster": "c", "schedule": "1f1b", "agent": "data-parallel",
+           "error": "", "oom": False, "throughput_samples_per_s": 10.0, "stages": 1,
+           "data_parallel": 4, "speedup_vs_data_parallel": 1.0, "speedup_vs_pipedream": ""}
+    assert headline_markdown([row]).splitlines()[-1].endswith("| 1.00x | - |")
