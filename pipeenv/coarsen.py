@@ -82,9 +82,9 @@ class Coarsening:
         :raises PipeenvError: when the plan does not name every coarse node.
         """
         if self.is_identity:
-            return _with_stages(plan, self.original, plan.stages(self.original))
+            return plan.with_stages(self.original, plan.stages(self.original))
         coarse_stages = plan.stages(self.graph)
-        return _with_stages(plan, self.original, coarse_stages[self._index_map()])
+        return plan.with_stages(self.original, coarse_stages[self._index_map()])
 
     def restrict_plan(self, plan: Plan) -> Plan:
         """The coarse plan of an original plan that never splits a group.
@@ -92,7 +92,7 @@ class Coarsening:
         :raises PipeenvError: naming the group and two of its members on different stages.
         """
         if self.is_identity:
-            return _with_stages(plan, self.graph, plan.stages(self.graph))
+            return plan.with_stages(self.graph, plan.stages(self.graph))
         stages = plan.stages(self.original)
         coarse = np.full(self.graph.num_nodes, -1, dtype=np.int64)
         first: dict[int, str] = {}
@@ -104,25 +104,8 @@ class Coarsening:
                     f"coarsen: group {self.graph.order[ci]!r} is split by the plan: member "
                     f"{first[int(ci)]!r} on stage {coarse[ci]}, member {nid!r} on stage {s}"
                 )
-        return _with_stages(plan, self.graph, coarse)
+        return plan.with_stages(self.graph, coarse)
 
-
-def _with_stages(plan: Plan, graph: OperatorGraph, stages: np.ndarray) -> Plan:
-    """``plan`` with another stage array; ``graph`` and ``graph_hash`` default to ``graph``'s."""
-    from pipeenv.plan import Plan
-
-    return Plan.from_stages(
-        graph,
-        stages,
-        num_stages=plan.num_stages,
-        devices=plan.devices,
-        data_parallel=plan.data_parallel,
-        microbatches=plan.microbatches,
-        schedule=plan.schedule,
-        cluster=plan.cluster,
-        predicted=plan.predicted,
-        agent=plan.agent,
-    )
 
 
 def _module_path(node: Node) -> tuple[str, ...]:

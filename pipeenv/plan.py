@@ -276,25 +276,32 @@ class Plan:
         """Write the plan as ``pipeenv.plan/v1`` JSON."""
         write_json(path, self.to_dict(), overwrite=overwrite)
 
-    def replace(self, **changes: Any) -> Plan:
-        """A copy with some fields changed (``stage_of``, ``devices``, ``predicted``, ...)."""
-        fields: dict[str, Any] = {
+    def _settings(self) -> dict[str, Any]:
+        """Every constructor field but ``stage_of``, ``graph`` and ``graph_hash``."""
+        return {
             "num_stages": self.num_stages,
             "devices": self.devices,
             "data_parallel": self.data_parallel,
             "microbatches": self.microbatches,
             "schedule": self.schedule,
-            "graph": self.graph,
             "cluster": self.cluster,
-            "graph_hash": self.graph_hash,
             "predicted": self.predicted,
             "agent": self.agent,
         }
+
+    def replace(self, **changes: Any) -> Plan:
+        """A copy with some fields changed (``stage_of``, ``devices``, ``predicted``, ...)."""
+        fields = {**self._settings(), "graph": self.graph, "graph_hash": self.graph_hash}
         stage_of = changes.pop("stage_of", None)
         fields.update(changes)
         if stage_of is None and self._stage_of is None and self._stages_graph is not None:
             return Plan.from_stages(self._stages_graph, self._stages, **fields)  # type: ignore[arg-type]
         return Plan(self.stage_of if stage_of is None else stage_of, **fields)
+
+    def with_stages(self, graph: OperatorGraph, stages: np.ndarray | Iterable[int]) -> Plan:
+        """The same pipeline (devices, schedule, ...) with ``stages`` on ``graph`` (canonical
+        order); ``graph`` and ``graph_hash`` become ``graph``'s (e.g. after coarsening)."""
+        return Plan.from_stages(graph, stages, **self._settings())
 
     def __repr__(self) -> str:
         return (
