@@ -24,8 +24,11 @@ from pipeenv.graph import Node, OperatorGraph
 __all__ = ["main", "measure", "random_graph"]
 
 
-def random_graph(n: int = 256, seed: int = 0) -> OperatorGraph:
-    """A random DAG with ``n`` nodes (each node fed by one of its 4 predecessors, plus skips)."""
+def random_graph(
+    n: int = 256, seed: int = 0, density: float = 0.15, name: str | None = None
+) -> OperatorGraph:
+    """A random DAG with ``n`` nodes: each node fed by one of its 4 predecessors, plus skips
+    from up to 12 nodes back with probability ``density / distance``."""
     rng = np.random.default_rng(seed)
     nodes = [
         Node(
@@ -43,9 +46,9 @@ def random_graph(n: int = 256, seed: int = 0) -> OperatorGraph:
         (f"n{j}", f"n{i}")
         for i in range(1, n)
         for j in range(max(0, i - 12), i)
-        if rng.random() < 0.15 / (i - j)
+        if rng.random() < density / (i - j)
     }
-    return OperatorGraph(f"random-{n}", nodes, sorted(edges), microbatch_size=8)
+    return OperatorGraph(name or f"random-{n}", nodes, sorted(edges), microbatch_size=8)
 
 
 def measure(graph: Any, episodes: int, seed: int = 0) -> dict[str, Any]:

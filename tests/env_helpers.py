@@ -8,6 +8,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from benchmarks.env_speed import random_graph
 from pipeenv.cluster import Cluster, Device, Link
 from pipeenv.graph import Node, OperatorGraph
 
@@ -28,26 +29,8 @@ def dag(nodes: int, edges: list[tuple[int, int]], name: str = "dag") -> Operator
 
 
 def random_dag(n: int, seed: int, density: float = 0.15, name: str = "random") -> OperatorGraph:
-    """A connected-ish random DAG with random costs (edges go from lower to higher index)."""
-    rng = np.random.default_rng(seed)
-    nodes = [
-        Node(
-            f"n{i}",
-            "op",
-            float(rng.uniform(1e-4, 1e-3)),
-            float(rng.uniform(2e-4, 2e-3)),
-            float(rng.integers(100_000, 10_000_000)),
-            float(rng.integers(0, 100_000_000)),
-        )
-        for i in range(n)
-    ]
-    edges: set[tuple[str, str]] = set()
-    for i in range(1, n):
-        edges.add((f"n{rng.integers(max(0, i - 4), i)}", f"n{i}"))
-        for j in range(max(0, i - 12), i):
-            if rng.random() < density / (i - j):
-                edges.add((f"n{j}", f"n{i}"))
-    return OperatorGraph(name, nodes, sorted(edges), microbatch_size=8)
+    """A connected-ish random DAG with random costs (the environment benchmark's generator)."""
+    return random_graph(n, seed, density, name)
 
 
 def small_cluster(devices: int = 4, memory_bytes: float = 80 * GiB) -> Cluster:
