@@ -12,15 +12,19 @@ simulator on a cached profile of the same model, device and microbatch size:
   non-contiguous plan).
 
 On CPU with gloo and one thread per rank (the ``cpu-2`` preset); with NCCL when CUDA exists
-(then ``--cluster`` must describe the GPUs). The table gives, per plan, the numerics verdict,
-predicted and measured iteration time, the relative errors of the stages' forward and backward
-times, each stage's share of a core while computing (below 1 when other processes compete for
-the cores) and the share of the host's cores idle just before the run (``--min-idle`` waits
-for a quiet host). Each model is re-profiled first (``--cached-profile`` reuses the cache). On a
-host shared with other jobs, ``--attempts K`` runs each plan K times and keeps the run whose
-ranks were least disturbed (largest smallest share of a core); the JSON keeps every run. Run::
+(then ``--cluster`` must describe the GPUs). The table gives, per plan and schedule, the
+numerics verdict, predicted and measured iteration time, the error, its split into the part due
+to the stage times (SPEC §4 replayed on the measured stage times, against the prediction) and
+the rest (the runtime: measured against that replay), the relative errors of the stages'
+forward and backward times and each stage's share of a core while computing (below 1 when other
+processes compete for the cores; ``--min-idle`` waits for a quiet host before each attempt).
 
-    python -m benchmarks.validator_fidelity [--microbatches 4] [--iters 10]
+Each plan runs ``--attempts`` times (default 3); each attempt profiles the model again right
+before its run (a shared host's speed drifts over minutes, and profile and run should see the
+same host), and the row shows the attempt with the median error and the range of all of them;
+the JSON keeps every report, measured timelines included. Both schedules run by default. Run::
+
+    python -m benchmarks.validator_fidelity [--microbatches 4] [--iters 10] [--attempts 3]
     python -m benchmarks.validator_fidelity --device cuda --cluster gpus.json
 """
 
@@ -115,28 +119,34 @@ def _shares(doc: dict[str, Any]) -> str:
     return "/".join(f"{x:.2f}" for x in shares)
 
 
-def _row(model: str, label: str, report: ValidationReport, idle: float, attempts: int) -> str:
+def _row(
+    model: str, label: str, schedule: str, report: ValidationReport, errors: list[float]
+) -> str:
     d = report.to_dict()
     st = d["stages"]
+    spread = f"{min(errors):+.1%}..{max(errors):+.1%}" if len(errors) > 1 else "-"
     return (
-        f"{model:<15} {label:<15} {'OK' if report.numerics_ok else 'MISMATCH':<8} "
-        f"{d['predicted']['iteration_s'] * 1e3:>9.1f} {d['measured']['iteration_s'] * 1e3:>9.1f} "
-        f"{report.iteration_error:>+7.1%} "
-        f"{st[0]['forward_error']:>+7.0%}/{st[1]['forward_error']:<+7.0%} "
-        f"{st[0]['backward_error']:>+7.0%}/{st[1]['backward_error']:<+7.0%} "
-        f"{_shares(d):>10} {idle:>5.0%} {attempts:>4}"
+        f"{model:<15} {label:<15} {schedule:<6} {'OK' if report.numerics_ok else 'MISMATCH':<8} "
+        f"{d['predicted']['iteration_s'] * 1e3:>8.1f} {d['measured']['iteration_s'] * 1e3:>8.1f} "
+        f"{report.iteration_error:>+7.1%} {spread:>15} "
+        f"{d['stage_time_error']:>+7.1%} {d['runtime_error']:>+7.1%} "
+        f"{st[0]['forward_error']:>+5.0%}/{st[1]['forward_error']:<+5.0%} "
+        f"{st[0]['backward_error']:>+5.0%}/{st[1]['backward_error']:<+5.0%} "
+        f"{_shares(d):>10}"
     )
-
-
-def _min_share(report: ValidationReport) -> float:
-    return min(report.to_dict()["environment"].get("stage_cpu_share") or [1.0])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--microbatch-size", type=int, default=8)
     parser.add_argument("--microbatches", type=int, default=4)
-    parser.add_argument("--schedule", choices=("1f1b", "gpipe"), default="1f1b")
+    parser.add_argument(
+        "--schedule",
+        nargs="+",
+        choices=("1f1b", "gpipe"),
+        default=["1f1b", "gpipe"],
+        help="schedules to run each plan with (default: both)",
+    )
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -146,60 +156,67 @@ def main(argv: list[str] | None = None) -> int:
         "--min-idle",
         type=float,
         default=0.0,
-        help="before profiling and each run, wait until this share of the cores is idle",
+        help="before each profile and run, wait until this share of the cores is idle",
     )
     parser.add_argument("--max-wait", type=float, default=600.0, help="seconds, for --min-idle")
     parser.add_argument(
         "--attempts",
         type=int,
-        default=1,
-        help="runs per plan; the one whose ranks got the largest share of a core is kept",
+        default=3,
+        help="profile-then-run attempts per plan; the attempt with the median error is shown",
     )
     parser.add_argument(
         "--only", metavar="TEXT", help="run only the plans whose 'model plan' contains TEXT"
     )
     parser.add_argument(
-        "--cached-profile", action="store_true", help="reuse cached profiles (default: re-profile)"
+        "--cached-profile",
+        action="store_true",
+        help="reuse the cached profile (default: profile again right before each attempt)",
     )
     args = parser.parse_args(argv)
     backend = "nccl" if args.device == "cuda" else "gloo"
     rows, docs = [], []
     header = (
-        f"{'model':<15} {'plan':<15} {'numerics':<8} {'pred ms':>9} {'meas ms':>9} {'error':>7} "
-        f"{'F err s0/s1':>15} {'B err s0/s1':>15} {'cpu share':>10} {'idle':>5} {'runs':>4}"
+        f"{'model':<15} {'plan':<15} {'sched':<6} {'numerics':<8} {'pred ms':>8} {'meas ms':>8} "
+        f"{'error':>7} {'error range':>15} {'stages':>7} {'runtime':>7} "
+        f"{'F err s0/s1':>11} {'B err s0/s1':>11} "
+        f"{'cpu share':>10}"
     )
-    profiled: set[str] = set()
-    for model, label, plan in plans(args.microbatch_size, args.microbatches, args.schedule):
-        if args.only and args.only not in f"{model} {label}":
-            continue
-        if model not in profiled and not args.cached_profile:
-            wait_for_idle(args.min_idle, args.max_wait)
-            cached_profile(model, args.device, args.microbatch_size, 1, refresh=True)
-            profiled.add(model)
-        best: tuple[ValidationReport, float] | None = None
-        for _ in range(args.attempts):
-            idle = wait_for_idle(args.min_idle, args.max_wait)
-            report = validate(
-                model,
-                plan,
-                backend=backend,
-                device=args.device,
-                microbatch_size=args.microbatch_size,
-                iters=args.iters,
-                warmup=args.warmup,
-                cluster=args.cluster,
-            )
-            assert report is not None
-            docs.append({"label": label, "idle_before": idle, **report.to_dict()})
-            if best is None or _min_share(report) > _min_share(best[0]):
-                best = (report, idle)
-            print(_row(model, label, report, idle, 1), file=sys.stderr, flush=True)
-        assert best is not None
-        rows.append(_row(model, label, best[0], best[1], args.attempts))
+    for schedule in args.schedule:
+        for model, label, plan in plans(args.microbatch_size, args.microbatches, schedule):
+            if args.only and args.only not in f"{model} {label}":
+                continue
+            reports: list[ValidationReport] = []
+            for _ in range(args.attempts):
+                # Profile and run back to back: a shared host's speed drifts over minutes.
+                idle = wait_for_idle(args.min_idle, args.max_wait)
+                if not args.cached_profile:
+                    cached_profile(model, args.device, args.microbatch_size, 1, refresh=True)
+                report = validate(
+                    model,
+                    plan,
+                    backend=backend,
+                    device=args.device,
+                    microbatch_size=args.microbatch_size,
+                    iters=args.iters,
+                    warmup=args.warmup,
+                    cluster=args.cluster,
+                )
+                assert report is not None
+                reports.append(report)
+                docs.append({"label": label, "idle_before": idle, **report.to_dict()})
+                print(
+                    _row(model, label, schedule, report, [report.iteration_error]),
+                    file=sys.stderr,
+                    flush=True,
+                )
+            errors = [r.iteration_error for r in reports]
+            median = sorted(reports, key=lambda r: r.iteration_error)[len(reports) // 2]
+            rows.append(_row(model, label, schedule, median, errors))
     print(
         f"{backend} on {args.device}, microbatch {args.microbatch_size}, M={args.microbatches}, "
-        f"{args.schedule}, median of {args.iters} iterations after {args.warmup} warm-up; "
-        f"{os.cpu_count()} cores"
+        f"median of {args.iters} iterations after {args.warmup} warm-up; each row the median of "
+        f"{args.attempts} profile-then-run attempts; {os.cpu_count()} cores"
     )
     print(header)
     print("\n".join(rows))

@@ -23,6 +23,11 @@ PLAN: dict[str, Any] = {
 }
 
 
+def _event(stage: int, start: float, end: float) -> dict[str, Any]:
+    return {"replica": 0, "kind": "forward", "stage": stage, "microbatch": 0,
+            "device": stage, "start": start, "end": end}  # fmt: skip
+
+
 def _measurement(ok: bool = True) -> dict[str, Any]:
     return {
         "iteration_s": 0.33,
@@ -53,14 +58,16 @@ def _measurement(ok: bool = True) -> dict[str, Any]:
         },
         "tied": [],
         "unaccounted": [],
+        "timeline": [_event(0, 0.001, 0.012), _event(1, 0.013, 0.033)],
+        "stage_busy_s": [0.124, 0.24],
     }
 
 
 PREDICTED = {
     "iteration_s": 0.3,
     "stages": [
-        {"forward_s": 0.01, "backward_s": 0.02, "send_bytes": 1024},
-        {"forward_s": 0.02, "backward_s": 0.05, "send_bytes": 0},
+        {"forward_s": 0.01, "backward_s": 0.02, "send_bytes": 1024, "busy_s": 0.12},
+        {"forward_s": 0.02, "backward_s": 0.05, "send_bytes": 0, "busy_s": 0.28},
     ],
 }
 
@@ -76,6 +83,7 @@ def _report(ok: bool = True) -> ValidationReport:
         cluster="cpu-2",
         profile_source="measured on cpu",
         lowering={"boundaries": [["a"]], "tied": [], "unaccounted": []},
+        replayed_iteration_s=0.32,
     )
 
 
@@ -117,3 +125,24 @@ def test_table_states_verdict_errors_and_contention():
     assert not bad.numerics_ok
     assert "numerics: MISMATCH" in bad.table()
     assert "b.weight: relative error 3.00e-02 > 1e-04" in bad.table()
+
+
+def test_busy_time_and_measured_timeline_are_reported():
+    doc = _report().to_dict()
+    assert [s["predicted_busy_s"] for s in doc["stages"]] == [0.12, 0.28]
+    assert [s["measured_busy_s"] for s in doc["stages"]] == [0.124, 0.24]
+    assert doc["measured"]["timeline"] == _measurement()["timeline"]
+    table = _report().table()
+    assert "0: predicted 120.0 of 300.0 ms, measured 124.0 of 330.0 ms" in table
+    assert "1: predicted 280.0 of 300.0 ms, measured 240.0 of 330.0 ms" in table
+
+
+def test_error_splits_into_stage_times_and_runtime():
+    doc = _report().to_dict()
+    assert doc["replayed"]["iteration_s"] == 0.32
+    assert doc["stage_time_error"] == pytest.approx(0.32 / 0.3 - 1)
+    assert doc["runtime_error"] == pytest.approx(0.33 / 0.32 - 1)
+    total = (1 + doc["stage_time_error"]) * (1 + doc["runtime_error"]) - 1
+    assert total == pytest.approx(doc["iteration_error"])
+    line = "error split: stage times +6.7% (SPEC §4 on the measured stage times: 320.00 ms), "
+    assert line + "runtime +3.1%" in _report().table()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import socket
 from typing import Any
@@ -9,10 +10,12 @@ from typing import Any
 import pytest
 import torch
 
+from benchmarks.validator_fidelity import branch_split_plan
 from pipeenv import zoo
 from pipeenv.errors import PipeenvError
 from pipeenv.graph import OperatorGraph
 from pipeenv.plan import Plan
+from pipeenv.schedules import op_order
 from pipeenv.validate import ValidationReport, validate
 from pipeenv.validate.launch import launch
 from pipeenv.validate.numerics import GRAD_RTOL, check_numerics
@@ -50,15 +53,10 @@ def _inception_branch_plan() -> Plan:
     """The second cell's 3x3 branches on stage 1 with everything after them; its 1x1 and
     pooled branches on stage 0: stages interleave in canonical order."""
     graph = zoo.load("tiny-inception", microbatch_size=MB)
-    stage_of = {u: int(u.startswith("cell2_branch3x3")) for u in graph.order}
-    for u in graph.order:
-        if stage_of[u]:
-            for a, b in graph.edges:
-                if a == u:
-                    stage_of[b] = 1
-    stages = [stage_of[u] for u in graph.order]
+    plan = branch_split_plan(graph, 3, "gpipe")
+    stages = [plan.stage_of[u] for u in graph.order]
     assert stages != sorted(stages)  # non-contiguous
-    return _two_stages(graph, stage_of, microbatches=3, schedule="gpipe")
+    return plan
 
 
 def _check_report(report: ValidationReport, plan: Plan) -> None:
@@ -74,6 +72,24 @@ def _check_report(report: ValidationReport, plan: Plan) -> None:
         assert stage["measured_forward_s"] > 0 and stage["measured_backward_s"] > 0
     assert [r["threads"] for r in doc["environment"]["ranks"]] == [1, 1]
     assert "numerics: OK" in report.table()
+    _check_timeline(doc, plan)
+
+
+def _check_timeline(doc: dict[str, Any], plan: Plan) -> None:
+    """Every rank ran SPEC §4's op order for its stage; busy time is its ops' total."""
+    timeline = doc["measured"]["timeline"]
+    order = op_order(plan.schedule, plan.num_stages, plan.microbatches)
+    for replica in range(plan.data_parallel):
+        for s in range(plan.num_stages):
+            ops = [e for e in timeline if e["stage"] == s and e["replica"] == replica]
+            codes = [(e["microbatch"] + 1) * (1 if e["kind"] == "forward" else -1) for e in ops]
+            assert codes == order[s].tolist()
+            assert all(0 <= e["start"] < e["end"] for e in ops)
+            assert all(a["end"] <= b["start"] for a, b in itertools.pairwise(ops))
+            assert {e["device"] for e in ops} == {plan.devices[replica * plan.num_stages + s]}
+            if replica == 0:
+                busy = sum(e["end"] - e["start"] for e in ops)
+                assert doc["stages"][s]["measured_busy_s"] == pytest.approx(busy)
 
 
 def test_tiny_gpt_two_stages_matches_plain_model():
@@ -120,6 +136,7 @@ def test_data_parallel_replicas_average_gradients():
     report = validate("tiny-gpt", replicated, microbatch_size=MB, iters=1, warmup=1)
     assert report is not None
     assert report.numerics_ok, report.to_dict()["numerics"]["failures"]
+    _check_timeline(report.to_dict(), replicated)
     assert report.to_dict()["predicted"]["cluster"] == "cpu-4"
 
 

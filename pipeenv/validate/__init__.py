@@ -65,7 +65,7 @@ def validate(
     from pipeenv.simulator import simulate
     from pipeenv.validate.launch import launch
     from pipeenv.validate.lowering import spec_boundaries
-    from pipeenv.validate.prediction import cached_profile, host_cluster
+    from pipeenv.validate.prediction import cached_profile, host_cluster, stage_replay
     from pipeenv.validate.runner import RunConfig, run_rank
 
     if backend not in BACKENDS:
@@ -107,7 +107,15 @@ def validate(
         with tempfile.TemporaryDirectory(prefix="pipeenv-validate-") as work_dir:
             measurement = asdict(launch(config, work_dir))
     profile = cached_profile(model, device, mb, threads, refresh=refresh_profile)
-    predicted = simulate(profile, prediction_cluster, plan).to_dict()
+    predicted_result = simulate(profile, prediction_cluster, plan)
+    replayed = stage_replay(
+        plan,
+        prediction_cluster,
+        profile,
+        predicted_result,
+        measurement["stage_forward_s"],
+        measurement["stage_backward_s"],
+    )
     spec_sets = spec_boundaries(graph, plan.stage_of, plan.num_stages)
     lowering = {
         "boundaries": spec_sets,
@@ -120,7 +128,8 @@ def validate(
         plan_doc=plan.to_dict(),
         graph_hash=graph.graph_hash,
         measurement=measurement,
-        predicted=predicted,
+        predicted=predicted_result.to_dict(),
+        replayed_iteration_s=replayed.iteration_s,
         cluster=prediction_cluster.name,
         profile_source=profile.source,
         lowering=lowering,

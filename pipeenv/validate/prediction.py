@@ -6,20 +6,28 @@ and thread count as the ranks (:func:`pipeenv.zoo.profile`), and ``cluster`` des
 the ``cpu-N`` preset on CPU, or a cluster file the user measured on GPUs. Profiles are cached as
 ``pipeenv.graph/v1`` JSON under ``$PIPEENV_CACHE_DIR`` (default ``~/.cache/pipeenv``), keyed by
 model, device, microbatch size, threads and torch version.
+
+:func:`stage_replay` splits a validation's error in two: it runs SPEC §4 again on the stage times
+the ranks measured instead of the profile's. Where the profile was wrong, the replay moves
+toward the measurement; what remains between replay and measurement is what SPEC §4 does not
+model in the runtime (hand-offs that hold the sending rank, receives posted only when the
+schedule reaches them, Python between ops).
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from pipeenv.cluster import CPU_RANK_MEM, Cluster, Device, load_cluster
 from pipeenv.errors import PipeenvError
-from pipeenv.graph import OperatorGraph
+from pipeenv.graph import Node, OperatorGraph
 from pipeenv.plan import Plan
+from pipeenv.simulator import SimResult, simulate
 
-__all__ = ["cache_dir", "cached_profile", "host_cluster"]
+__all__ = ["cache_dir", "cached_profile", "host_cluster", "stage_replay"]
 
 
 def cache_dir() -> Path:
@@ -92,3 +100,56 @@ def host_cluster(plan: Plan, device: str, cluster: str | Path | None = None) -> 
         link = load_cluster("cpu-2").intra_node
         devices = [Device(f"cpu-{i}", 0, 1.0, CPU_RANK_MEM, "cpu") for i in range(count)]
         return Cluster(f"cpu-{count}", devices, link)
+
+
+def stage_replay(
+    plan: Plan,
+    cluster: Cluster,
+    profile: OperatorGraph,
+    predicted: SimResult,
+    forward_s: Sequence[float],
+    backward_s: Sequence[float],
+) -> SimResult:
+    """SPEC §4 on measured stage times: ``plan`` simulated with stage ``s`` taking
+    ``forward_s[s]`` and ``backward_s[s]`` per microbatch (seconds on its replica-0 device) and
+    everything else as in ``predicted`` (the boundary bytes ``X_s``, relays included) and
+    ``profile`` (parameter bytes), on the same cluster.
+
+    The stages become a chain of one node each (node ``s`` sends ``X_s``), which SPEC §4 times
+    exactly as the plan's stages.
+    """
+    params = [0.0] * plan.num_stages
+    kept = [0.0] * plan.num_stages
+    for nid, s in plan.stage_of.items():
+        params[s] += profile.node(nid).param_bytes
+        kept[s] += profile.node(nid).kept_bytes
+    nodes = [
+        Node(
+            id=f"stage{s}",
+            op="stage",
+            forward_s=float(forward_s[s]) * cluster.devices[plan.devices[s]].speed,
+            backward_s=float(backward_s[s]) * cluster.devices[plan.devices[s]].speed,
+            output_bytes=predicted.stages[s].send_bytes,
+            param_bytes=params[s],
+            activation_bytes=kept[s],
+        )
+        for s in range(plan.num_stages)
+    ]
+    chain = OperatorGraph(
+        f"{profile.name}-stages",
+        nodes,
+        [(f"stage{s}", f"stage{s + 1}") for s in range(plan.num_stages - 1)],
+        microbatch_size=profile.microbatch_size,
+        source="measured stage times",
+    )
+    replay = Plan(
+        {f"stage{s}": s for s in range(plan.num_stages)},
+        num_stages=plan.num_stages,
+        devices=list(plan.devices),
+        data_parallel=plan.data_parallel,
+        microbatches=plan.microbatches,
+        schedule=plan.schedule,
+        graph=chain.name,
+        graph_hash=chain.graph_hash,
+    )
+    return simulate(chain, cluster, replay)

@@ -59,11 +59,14 @@ class ValidationReport:
         cluster: str,
         profile_source: str,
         lowering: Mapping[str, Any],
+        replayed_iteration_s: float,
     ) -> ValidationReport:
         """Assemble the report.
 
         :param measurement: :class:`~pipeenv.validate.runner.Measurement` as a dict.
         :param predicted: the simulator's ``pipeenv.result/v1`` dict for the plan.
+        :param replayed_iteration_s: SPEC §4's iteration time on the measured stage times
+            (:func:`~pipeenv.validate.prediction.stage_replay`).
         :param lowering: ``{"stages": [{"inputs", "outputs"}], "tied", "unaccounted"}``.
         """
         stages = []
@@ -81,6 +84,8 @@ class ValidationReport:
                     "measured_forward_cpu_s": measurement["stage_forward_cpu_s"][s],
                     "measured_backward_cpu_s": measurement["stage_backward_cpu_s"][s],
                     "send_bytes": sim["send_bytes"],
+                    "predicted_busy_s": sim["busy_s"],
+                    "measured_busy_s": measurement["stage_busy_s"][s],
                 }
             )
         doc = {
@@ -109,8 +114,16 @@ class ValidationReport:
             "measured": {
                 "iteration_s": measurement["iteration_s"],
                 "iteration_samples_s": list(measurement["iteration_samples_s"]),
+                "timeline": list(measurement["timeline"]),
             },
             "iteration_error": relative_error(measurement["iteration_s"], predicted["iteration_s"]),
+            "replayed": {
+                "iteration_s": replayed_iteration_s,
+                "what": "SPEC §4 on the measured per-stage forward and backward times",
+            },
+            # (1 + iteration_error) = (1 + stage_time_error) * (1 + runtime_error)
+            "stage_time_error": relative_error(replayed_iteration_s, predicted["iteration_s"]),
+            "runtime_error": relative_error(measurement["iteration_s"], replayed_iteration_s),
             "stages": stages,
             "lowering": dict(lowering),
         }
@@ -157,6 +170,11 @@ class ValidationReport:
             f"(cluster {d['predicted']['cluster']})"
         )
         lines.append(
+            f"error split: stage times {d['stage_time_error']:+.1%} (SPEC §4 on the measured "
+            f"stage times: {d['replayed']['iteration_s'] * 1e3:.2f} ms), runtime "
+            f"{d['runtime_error']:+.1%} (hand-offs and overheads SPEC §4 does not model)"
+        )
+        lines.append(
             f"{'stage':>5} {'F pred ms':>10} {'F meas ms':>10} {'F err':>7} {'F cpu ms':>9} "
             f"{'B pred ms':>10} {'B meas ms':>10} {'B err':>7} {'B cpu ms':>9} {'send B':>10}"
         )
@@ -169,6 +187,15 @@ class ValidationReport:
                 f"{s['backward_error']:>+7.1%} {s['measured_backward_cpu_s'] * 1e3:>9.3f} "
                 f"{s['send_bytes']:>10.0f}"
             )
+        lines.append(
+            "compute per iteration (busy) vs iteration, per stage: "
+            + "; ".join(
+                f"{s['stage']}: predicted {s['predicted_busy_s'] * 1e3:.1f} of "
+                f"{d['predicted']['iteration_s'] * 1e3:.1f} ms, measured "
+                f"{s['measured_busy_s'] * 1e3:.1f} of {d['measured']['iteration_s'] * 1e3:.1f} ms"
+                for s in d["stages"]
+            )
+        )
         shares = env.get("stage_cpu_share")
         if env["device"] == "cpu" and shares:
             load = env.get("load_average", [float("nan")] * 2)

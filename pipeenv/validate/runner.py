@@ -12,7 +12,10 @@ plain model (:mod:`pipeenv.validate.numerics`). Timing: ``warmup`` iterations, t
 the median of ``iters`` iteration times (each rank's time from a common barrier to the end of its
 gradient all-reduce; the slowest rank counts) and of each stage's forward and backward compute
 time per microbatch (``forward_one_chunk`` / ``backward_one_chunk``, communication waits
-excluded).
+excluded). Every rank also keeps the start and end of each of its forward and backward ops in
+the median iteration (the measured timeline, times from the rank's own exit from the barrier).
+Python's garbage collector is frozen and paused from the first iteration on, as the profiler
+pauses it, so that neither side times a collection of the other's garbage.
 
 :func:`run_rank` is the code of one rank, the same whether :func:`pipeenv.validate.launch.launch`
 started it on this host or ``torchrun`` across hosts.
@@ -20,6 +23,7 @@ started it on this host or ``torchrun`` across hosts.
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import statistics
@@ -82,6 +86,10 @@ class Measurement:
     :param environment: torch version, backend, devices, thread counts, hosts.
     :param tied: weights shared across stages (``name``, ``owner``, ``stages``).
     :param unaccounted: ``[node id, boundary]`` relayed beyond SPEC §4's boundary sets.
+    :param timeline: the ops of the median iteration on every rank, as the simulator's timeline
+        events (``replica``, ``kind`` forward/backward, ``stage``, ``microbatch``, ``device``,
+        ``start``, ``end``; seconds from the rank's exit from the iteration's barrier).
+    :param stage_busy_s: per stage, the compute time of replica 0 in the median iteration.
     """
 
     iteration_s: float
@@ -96,6 +104,8 @@ class Measurement:
     environment: dict[str, Any]
     tied: list[dict[str, Any]]
     unaccounted: list[list[Any]]
+    timeline: list[dict[str, Any]]
+    stage_busy_s: list[float]
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -222,8 +232,10 @@ def run_rank(config: RunConfig, rank: int, world_size: int, init_method: str) ->
         bwd_times: list[float] = []
         fwd_cpu: list[float] = []
         bwd_cpu: list[float] = []
-        _time_method(pipe_stage, "forward_one_chunk", fwd_times, fwd_cpu)
-        _time_method(pipe_stage, "backward_one_chunk", bwd_times, bwd_cpu)
+        ops: list[tuple[str, int, float, float]] = []  # this iteration's (kind, mb, start, end)
+        began = [0.0]  # when this iteration left its barrier
+        _time_method(pipe_stage, "forward_one_chunk", fwd_times, fwd_cpu, ops, "forward")
+        _time_method(pipe_stage, "backward_one_chunk", bwd_times, bwd_cpu, ops, "backward")
         schedule_cls = ScheduleGPipe if plan.schedule == "gpipe" else Schedule1F1B
         schedule = schedule_cls(pipe_stage, m, loss_fn=zoo.loss_fn(config.model))
         inputs, targets = batch(config.model, config.microbatch_size, m * replicas, device)
@@ -245,7 +257,9 @@ def run_rank(config: RunConfig, rank: int, world_size: int, init_method: str) ->
             dist.barrier(group=None)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
+            ops.clear()
             start = time.perf_counter()
+            began[0] = start
             kwargs: dict[str, Any] = {"return_outputs": False}
             if stage == num_stages - 1:
                 kwargs.update(target=my_targets, losses=losses)
@@ -260,28 +274,40 @@ def run_rank(config: RunConfig, rank: int, world_size: int, init_method: str) ->
                 torch.cuda.synchronize(device)
             return time.perf_counter() - start, [float(x.detach()) for x in losses]
 
-        _, losses0 = iteration()
-        owned = set(dict(module.body.named_parameters()))
-        grads0 = (
-            {
-                f"{name}": p.grad.detach().cpu().clone()
-                for name, p in _model_names(gm, module.body, owned).items()
-                if p.grad is not None
-            }
-            if replica == 0
-            else {}
-        )
-        for _ in range(config.warmup - 1 if config.warmup > 0 else 0):
-            iteration()
-        for sink in (fwd_times, bwd_times, fwd_cpu, bwd_cpu):
-            sink.clear()
-        load_before = _load_average()
-        durations = [iteration()[0] for _ in range(config.iters)]
+        gc.collect()
+        gc.freeze()  # the model, the stage and the schedule: never scanned again
+        gc.disable()
+        try:
+            _, losses0 = iteration()
+            owned = set(dict(module.body.named_parameters()))
+            grads0 = (
+                {
+                    f"{name}": p.grad.detach().cpu().clone()
+                    for name, p in _model_names(gm, module.body, owned).items()
+                    if p.grad is not None
+                }
+                if replica == 0
+                else {}
+            )
+            for _ in range(config.warmup - 1 if config.warmup > 0 else 0):
+                iteration()
+            for sink in (fwd_times, bwd_times, fwd_cpu, bwd_cpu):
+                sink.clear()
+            load_before = _load_average()
+            durations, op_lists = [], []
+            for _ in range(config.iters):
+                durations.append(iteration()[0])
+                op_lists.append([(k, mb, a - began[0], b - began[0]) for k, mb, a, b in ops])
+        finally:
+            gc.enable()
+            gc.unfreeze()
         local = {
             "rank": rank,
             "stage": stage,
             "replica": replica,
+            "device_index": plan.devices[rank],
             "durations": durations,
+            "ops": op_lists,
             "forward": statistics.median(fwd_times) if fwd_times else 0.0,
             "backward": statistics.median(bwd_times) if bwd_times else 0.0,
             "forward_cpu": statistics.median(fwd_cpu) if fwd_cpu else 0.0,
@@ -311,18 +337,28 @@ def _model_names(gm: torch.nn.Module, body: torch.nn.Module, owned: set[str]) ->
     return {by_id[id(p)]: p for name, p in body.named_parameters() if name in owned}
 
 
-def _time_method(obj: Any, name: str, wall: list[float], cpu: list[float]) -> None:
-    """Wrap ``obj.name`` to record its wall time, and the CPU time of the calling thread (the
-    share of a core the rank got: below 1 when the host's cores are oversubscribed)."""
+def _time_method(
+    obj: Any,
+    name: str,
+    wall: list[float],
+    cpu: list[float],
+    ops: list[tuple[str, int, float, float]],
+    kind: str,
+) -> None:
+    """Wrap ``obj.name`` (whose first argument is the microbatch index) to record its wall
+    time, the CPU time of the calling thread (the share of a core the rank got: below 1 when the
+    host's cores are oversubscribed) and ``(kind, microbatch, start, end)`` in ``ops``."""
     method = getattr(obj, name)
 
-    def timed(*args: Any, **kwargs: Any) -> Any:
+    def timed(chunk: int, *args: Any, **kwargs: Any) -> Any:
         start, start_cpu = time.perf_counter(), time.thread_time()
         try:
-            return method(*args, **kwargs)
+            return method(chunk, *args, **kwargs)
         finally:
+            end = time.perf_counter()
             cpu.append(time.thread_time() - start_cpu)
-            wall.append(time.perf_counter() - start)
+            wall.append(end - start)
+            ops.append((kind, int(chunk), start, end))
 
     setattr(obj, name, timed)
 
@@ -353,6 +389,20 @@ def _summarise(
     iters = len(ranks[0]["durations"])
     # An iteration ends when its slowest rank is done.
     per_iter = [max(r["durations"][i] for r in ranks) for i in range(iters)]
+    median_iter = sorted(range(iters), key=per_iter.__getitem__)[iters // 2]
+    timeline = [
+        {
+            "replica": r["replica"],
+            "kind": kind,
+            "stage": r["stage"],
+            "microbatch": mb,
+            "device": r["device_index"],
+            "start": start,
+            "end": end,
+        }
+        for r in sorted(ranks, key=lambda r: r["rank"])
+        for kind, mb, start, end in r["ops"][median_iter]
+    ]
     by_stage = {r["stage"]: r for r in ranks if r["replica"] == 0}
     grads: dict[str, torch.Tensor] = {}
     for r in ranks:
@@ -394,4 +444,9 @@ def _summarise(
         environment=environment,
         tied=[{"name": t.name, "owner": t.owner, "stages": list(t.stages)} for t in lowered.tied],
         unaccounted=[list(pair) for pair in lowered.unaccounted],
+        timeline=timeline,
+        stage_busy_s=[
+            sum(end - start for _, _, start, end in by_stage[s]["ops"][median_iter])
+            for s in range(num_stages)
+        ],
     )

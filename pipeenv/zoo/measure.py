@@ -14,7 +14,9 @@ and runs faster than in sequence. Each pass
    pre-hooks cut the backward into spans, one per autograd node run, each charged to the fx
    node that owns it, so the backward times of the nodes add up to the whole backward.
 
-Per node, the medians of ``repeats`` passes after ``warmup`` untimed ones are kept. The clock is
+Per node, the medians of ``repeats`` passes after ``warmup`` untimed ones are kept. Python's
+garbage collector is paused during the passes (as :mod:`timeit` does, and as the validator's
+ranks do), so no node is charged for a collection of garbage it did not make. The clock is
 the wall clock, or, with ``timer="cpu"`` on a CPU running torch on one thread, the CPU time of
 the calling thread (the CPU autograd engine runs on it too): on a machine shared with other work
 that is the time the run would take alone, where the wall clock also counts the time the
@@ -23,6 +25,7 @@ scheduler gave to others. On CUDA the marks are CUDA events on the current strea
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 from collections.abc import Iterator, Sequence
@@ -74,12 +77,18 @@ class _Clock:
 
 @contextmanager
 def _grads_kept(module: torch.nn.Module) -> Iterator[None]:
-    """Let the timed passes accumulate gradients, then give the parameters theirs back."""
+    """Let the timed passes accumulate gradients, then give the parameters theirs back; the
+    garbage collector is paused meanwhile (and restored as it was)."""
     saved = [(p, p.grad) for p in module.parameters()]
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
     try:
         with torch.enable_grad():
             yield
     finally:
+        if was_enabled:
+            gc.enable()
         for param, grad in saved:
             param.grad = grad
 
