@@ -256,7 +256,9 @@ V100_SPEED_VS_A100 = 125.0 / 312.0
 # cpu-N: one single-threaded gloo rank per device on this kind of 2-core host. The link is gloo
 # over loopback TCP; its figures were measured here with benchmarks/gloo_link.py (2 ranks,
 # 1 thread each, ping-pong of 4 KiB .. 64 MiB tensors, fit on relative error): two sessions of
-# 3 rounds gave 2.1-3.0e9 B/s and 0.69-1.35e-4 s at load averages 1.5-3.7.
+# 3 rounds gave 2.1-3.0e9 B/s and 0.69-1.35e-4 s at load averages 1.5-3.7. The hand-off between
+# two torch.distributed.pipelining stages (benchmarks/gloo_link.py --via pipelining, idle host)
+# fits 1.1e-4 s + bytes / 3.4e9 B/s: 0.42 ms for 1 MB, where this link gives 0.48 ms.
 CPU_GLOO_LOOPBACK = Link(2.8e9, 1.05e-4)
 CPU_RANK_MEM = 8 * GiB
 
