@@ -33,10 +33,12 @@ def gpt_plan(tmp_path):
 
 @pytest.mark.slow
 def test_validate_writes_report_and_prints_table(gpt_plan, tmp_path, capsys):
-    out = tmp_path / "report.json"
+    out, gantt = tmp_path / "report.json", tmp_path / "gantt.png"
     argv = ["validate", "--plan", str(gpt_plan), "--model", "tiny-gpt", "--microbatch-size",
-            str(MB), "--iters", "2", "--warmup", "1", "--out", str(out)]  # fmt: skip
+            str(MB), "--iters", "2", "--warmup", "1", "--out", str(out),
+            "--gantt", str(gantt)]  # fmt: skip
     assert main(argv) == 0
+    assert gantt.read_bytes()[:4] == b"\x89PNG"
     captured = capsys.readouterr()
     assert "numerics: OK" in captured.out
     assert "iteration: predicted" in captured.out
@@ -45,6 +47,24 @@ def test_validate_writes_report_and_prints_table(gpt_plan, tmp_path, capsys):
     assert doc["numerics"]["ok"] is True
     assert doc["model"] == "tiny-gpt" and doc["microbatch_size"] == MB
     assert len(doc["stages"]) == 2 and doc["environment"]["backend"] == "gloo"
+    kinds = {e["kind"] for e in doc["predicted"]["timeline"]}
+    assert {"forward", "backward", "send_forward", "send_backward"} <= kinds
+    assert {e["kind"] for e in doc["measured"]["timeline"]} == {"forward", "backward"}
+
+
+@pytest.mark.parametrize("flag", ["--out", "--gantt"])
+def test_existing_output_is_refused_before_running(gpt_plan, tmp_path, capsys, flag):
+    mine = tmp_path / "mine"
+    mine.write_text("keep me")
+    argv = ["validate", "--plan", str(gpt_plan), "--model", "tiny-gpt", flag, str(mine)]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert (
+        captured.err
+        == f"pipeenv validate: error: output: {mine} exists (pass --force to overwrite)\n"
+    )
+    assert mine.read_text() == "keep me"
 
 
 def test_plan_for_another_model_is_one_line_exit_2(gpt_plan, capsys):

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from pipeenv.errors import PipeenvError
 from pipeenv.validate.report import FORMAT, ValidationReport, plan_hash, relative_error
 
 GRAPH_HASH = "sha256:" + "ab" * 32
@@ -68,6 +69,11 @@ PREDICTED = {
     "stages": [
         {"forward_s": 0.01, "backward_s": 0.02, "send_bytes": 1024, "busy_s": 0.12},
         {"forward_s": 0.02, "backward_s": 0.05, "send_bytes": 0, "busy_s": 0.28},
+    ],
+    "timeline": [
+        _event(0, 0.0, 0.01),
+        {**_event(0, 0.01, 0.011), "kind": "send_forward"},
+        _event(1, 0.011, 0.031),
     ],
 }
 
@@ -146,3 +152,19 @@ def test_error_splits_into_stage_times_and_runtime():
     assert total == pytest.approx(doc["iteration_error"])
     line = "error split: stage times +6.7% (SPEC §4 on the measured stage times: 320.00 ms), "
     assert line + "runtime +3.1%" in _report().table()
+
+
+def test_gantt_draws_predicted_and_measured_and_keeps_existing_files(tmp_path: Path):
+    report = _report()
+    assert report.to_dict()["predicted"]["timeline"] == PREDICTED["timeline"]
+    path = tmp_path / "g.png"
+    report.gantt_png(path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from matplotlib.image import imread
+
+    height, width = imread(path).shape[:2]
+    assert width == 640 and height > 200  # 8 inches at 80 dpi; two panels
+    path.write_bytes(b"mine")
+    with pytest.raises(PipeenvError, match="g.png exists \\(pass --force to overwrite\\)"):
+        report.gantt_png(path, overwrite=False)
+    assert path.read_bytes() == b"mine"

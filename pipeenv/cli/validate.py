@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
+from pipeenv.errors import PipeenvError
 from pipeenv.plan import load_plan
 
 __all__ = ["register"]
@@ -40,13 +42,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--refresh-profile", action="store_true", help="profile again instead of using the cache"
     )
     p.add_argument("--out", metavar="REPORT.json", help="write the pipeenv.validation/v1 report")
+    p.add_argument(
+        "--gantt", metavar="PNG", help="draw the predicted and the measured timeline as a PNG"
+    )
+    p.add_argument("--force", action="store_true", help="overwrite --out/--gantt files")
     p.add_argument("--json", action="store_true", help="print the report JSON, not the table")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeenv.validate import validate
+    from pipeenv.validate import under_torchrun, validate
 
+    for path in (args.out, args.gantt):
+        # Refused before the run, which can take minutes; under torchrun only rank 0 writes.
+        if path and Path(path).exists() and not args.force and _writes(under_torchrun()):
+            raise PipeenvError(f"output: {path} exists (pass --force to overwrite)")
     report = validate(
         args.model,
         load_plan(args.plan),
@@ -64,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.out:
         report.save(args.out)
+    if args.gantt:
+        report.gantt_png(args.gantt)
     if args.json:
         sys.stdout.write(json.dumps(report.to_dict(), indent=1) + "\n")
     else:
@@ -75,3 +87,10 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _writes(torchrun: bool) -> bool:
+    """Whether this process writes the report: always locally, rank 0 under torchrun."""
+    import os
+
+    return not torchrun or os.environ.get("RANK") == "0"

@@ -7,7 +7,9 @@ Headless: matplotlib is used through its Agg canvas only, never pyplot's GUI bac
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -17,7 +19,16 @@ from pipeenv.graph import OperatorGraph
 from pipeenv.plan import Plan
 from pipeenv.simulator import SimResult
 
-__all__ = ["gantt_png", "gantt_rgb", "gantt_text", "load_rgb", "load_table", "stage_table"]
+__all__ = [
+    "draw_gantt",
+    "gantt_png",
+    "gantt_rgb",
+    "gantt_text",
+    "load_rgb",
+    "load_table",
+    "stage_table",
+    "timeline_rows",
+]
 
 _GiB = 1024**3
 # Colour of each timeline kind (matplotlib tab10).
@@ -65,14 +76,46 @@ def stage_table(
     return "\n".join(lines)
 
 
-def _device_events(result: SimResult) -> dict[int, list[tuple[str, float, float]]]:
+Rows = dict[int, list[tuple[str, float, float]]]
+
+
+def timeline_rows(events: Iterable[Mapping[str, Any]]) -> Rows:
+    """Per device, its ``(kind, start, end)`` compute and all-reduce events, from timeline
+    event dicts (the simulator's, or the validator's measured ones); transfers are left out."""
+    rows: Rows = {}
+    for e in events:
+        if e["kind"] in _TEXT_MARK:
+            rows.setdefault(int(e["device"]), []).append((e["kind"], e["start"], e["end"]))
+    return dict(sorted(rows.items()))
+
+
+def _device_events(result: SimResult) -> Rows:
     if result.timeline is None:
         raise PipeenvError("render: the result has no timeline (simulate with timeline=True)")
-    rows: dict[int, list[tuple[str, float, float]]] = {}
-    for e in result.timeline:
-        if e.kind in _TEXT_MARK:
-            rows.setdefault(e.device, []).append((e.kind, e.start, e.end))
-    return dict(sorted(rows.items()))
+    return timeline_rows(e.to_dict() for e in result.timeline)
+
+
+def draw_gantt(ax: Any, rows: Rows, span_s: float, title: str) -> None:
+    """Draw ``rows`` on the matplotlib axes ``ax``: one bar row per device, ms on x."""
+    from matplotlib.patches import Patch
+
+    for y, events in enumerate(rows.values()):
+        for kind in _COLOURS:
+            bars = [(start * 1e3, (end - start) * 1e3) for k, start, end in events if k == kind]
+            if bars:
+                ax.broken_barh(bars, (y - 0.4, 0.8), facecolors=_COLOURS[kind], edgecolor="white")
+    ax.set_yticks(range(len(rows)), [f"dev {d}" for d in rows])
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_xlabel("time (ms)")
+    ax.set_xlim(0, span_s * 1e3)
+    ax.set_title(title)
+    present = {k for events in rows.values() for k, _, _ in events}
+    ax.legend(
+        handles=[Patch(color=c, label=k) for k, c in _COLOURS.items() if k in present],
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize="small",
+    )
 
 
 def gantt_text(result: SimResult, width: int = 72) -> str:
@@ -105,30 +148,17 @@ def gantt_text(result: SimResult, width: int = 72) -> str:
 def _figure(result: SimResult, title: str | None):  # type: ignore[no-untyped-def]
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
 
     rows = _device_events(result)
     fig = Figure(figsize=(8, 1.0 + 0.45 * len(rows)), dpi=80)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    for y, events in enumerate(rows.values()):
-        for kind in _COLOURS:
-            bars = [(start * 1e3, (end - start) * 1e3) for k, start, end in events if k == kind]
-            if bars:
-                ax.broken_barh(bars, (y - 0.4, 0.8), facecolors=_COLOURS[kind], edgecolor="white")
-    ax.set_yticks(range(len(rows)), [f"dev {d}" for d in rows])
-    ax.invert_yaxis()
-    ax.set_xlabel("time (ms)")
-    ax.set_xlim(0, result.iteration_s * 1e3)
     summary = f"iteration {result.iteration_s * 1e3:.3f} ms, bubble {result.bubble_fraction:.1%}"
     summary += "" if result.feasible else ", out of memory"
-    ax.set_title(summary if title is None else f"{title}\n{summary}")
-    present = {k for events in rows.values() for k, _, _ in events}
-    ax.legend(
-        handles=[Patch(color=c, label=k) for k, c in _COLOURS.items() if k in present],
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
-        fontsize="small",
+    draw_gantt(
+        fig.add_subplot(1, 1, 1),
+        rows,
+        result.iteration_s,
+        summary if title is None else f"{title}\n{summary}",
     )
     fig.tight_layout()
     return fig

@@ -107,7 +107,7 @@ def validate(
         with tempfile.TemporaryDirectory(prefix="pipeenv-validate-") as work_dir:
             measurement = asdict(launch(config, work_dir))
     profile = cached_profile(model, device, mb, threads, refresh=refresh_profile)
-    predicted_result = simulate(profile, prediction_cluster, plan)
+    predicted_result = simulate(profile, prediction_cluster, plan, timeline=True)
     replayed = stage_replay(
         plan,
         prediction_cluster,

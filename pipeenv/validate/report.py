@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeenv.errors import PipeenvError
 from pipeenv.jsonio import write_json
 
 __all__ = ["CPU_SHARE_WARNING", "FORMAT", "ValidationReport", "plan_hash", "relative_error"]
@@ -110,6 +111,7 @@ class ValidationReport:
                 "iteration_s": predicted["iteration_s"],
                 "cluster": cluster,
                 "profile": profile_source,
+                "timeline": list(predicted.get("timeline", [])),
             },
             "measured": {
                 "iteration_s": measurement["iteration_s"],
@@ -145,6 +147,47 @@ class ValidationReport:
     def save(self, path: str | Path, *, overwrite: bool = True) -> None:
         """Write the report as JSON."""
         write_json(path, self.doc, overwrite=overwrite)
+
+    def gantt_png(self, path: str | Path, *, overwrite: bool = True) -> None:
+        """Write the predicted and the measured timeline one above the other, on one time axis.
+
+        :raises PipeenvError: when the file exists and ``overwrite`` is False.
+        """
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        from pipeenv.envs.render import draw_gantt, timeline_rows
+
+        p = Path(path)
+        if not overwrite and p.exists():
+            raise PipeenvError(f"output: {p} exists (pass --force to overwrite)")
+        d = self.doc
+        predicted = timeline_rows(d["predicted"]["timeline"])
+        measured = timeline_rows(d["measured"]["timeline"])
+        span = max(d["predicted"]["iteration_s"], d["measured"]["iteration_s"])
+        rows = max(len(predicted), len(measured), 1)
+        fig = Figure(figsize=(8, 2.0 + 0.9 * rows), dpi=80)
+        FigureCanvasAgg(fig)
+        top, bottom = fig.subplots(2, 1, sharex=True)
+        plan = d["plan"]
+        draw_gantt(
+            top,
+            predicted,
+            span,
+            f"{d['model']}, S={plan['num_stages']} R={plan['data_parallel']} "
+            f"M={plan['microbatches']} {plan['schedule']}\npredicted "
+            f"{d['predicted']['iteration_s'] * 1e3:.1f} ms ({d['predicted']['cluster']})",
+        )
+        draw_gantt(
+            bottom,
+            measured,
+            span,
+            f"measured {d['measured']['iteration_s'] * 1e3:.1f} ms "
+            f"({d['iteration_error']:+.1%}; median iteration)",
+        )
+        fig.tight_layout()
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(p, format="png")
 
     def table(self) -> str:
         """A readable summary: verdict, iteration and per-stage times, relative errors."""
