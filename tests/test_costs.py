@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -243,3 +245,33 @@ def test_cpu_timer_measures_thread_time_and_needs_one_thread() -> None:
             measure_model(model, [x], cpu, timer="cpu")
     finally:
         torch.set_num_threads(1)
+
+
+_FAULTS_SCRIPT = """
+import resource, sys, torch
+from pipeenv.zoo.measure import keep_freed_memory
+
+def faults_per_round():
+    counts = []
+    for _ in range(6):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        torch.empty(10 << 20).fill_(1.0)  # 40 MiB, freed at once
+        counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return " ".join(map(str, counts))
+
+print(faults_per_round(), keep_freed_memory(), faults_per_round(), sep="\\n")
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's mallopt")
+def test_kept_freed_memory_is_reused_without_page_faults() -> None:
+    """By default glibc maps a 40 MiB block afresh and unmaps it when freed, so every use
+    faults its 10240 pages in; once freed memory is kept, only the first use does."""
+    out = subprocess.run(
+        [sys.executable, "-c", _FAULTS_SCRIPT], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    default, after = ([int(x) for x in line.split()] for line in (out[0], out[2]))
+    if int(out[1]) < 40 << 20:
+        pytest.skip("glibc absent, or it keeps only smaller blocks")
+    assert min(default) > 10000, default
+    assert after[0] > 10000 and max(after[1:]) < 50, after

@@ -15,7 +15,9 @@ time per microbatch (``forward_one_chunk`` / ``backward_one_chunk``, communicati
 excluded). Every rank also keeps the start and end of each of its forward and backward ops in
 the median iteration (the measured timeline, times from the rank's own exit from the barrier).
 Python's garbage collector is frozen and paused from the first iteration on, as the profiler
-pauses it, so that neither side times a collection of the other's garbage.
+pauses it, so that neither side times a collection of the other's garbage; and each rank keeps
+the memory it frees (:func:`pipeenv.zoo.measure.keep_freed_memory`), as the profiler does, so
+that no op pays for faulting in pages a previous op handed back.
 
 :func:`run_rank` is the code of one rank, the same whether :func:`pipeenv.validate.launch.launch`
 started it on this host or ``torchrun`` across hosts.
@@ -39,6 +41,7 @@ from pipeenv.errors import PipeenvError
 from pipeenv.plan import Plan
 from pipeenv.validate.lowering import LoweredPlan, lower
 from pipeenv.validate.numerics import batch, check_numerics, reference_gradients
+from pipeenv.zoo.measure import keep_freed_memory
 
 __all__ = ["Measurement", "RunConfig", "run_rank"]
 
@@ -184,6 +187,7 @@ def run_rank(config: RunConfig, rank: int, world_size: int, init_method: str) ->
             f"{num_stages * replicas}"
         )
     stage, replica = rank % num_stages, rank // num_stages
+    kept_freed_memory = keep_freed_memory() > 0  # as the profiler does: no page faults per op
     _set_determinism(config.threads)
     device = _device(config, int(os.environ.get("LOCAL_RANK", rank)), plan, rank)
     if device.type == "cuda":
@@ -320,6 +324,7 @@ def run_rank(config: RunConfig, rank: int, world_size: int, init_method: str) ->
             "host": socket.gethostname(),
             "device": _device_name(device),
             "threads": torch.get_num_threads(),
+            "keeps_freed_memory": kept_freed_memory,
         }
         gathered: list[Any] | None = [None] * world_size if rank == 0 else None
         dist.gather_object(local, gathered, dst=0)
@@ -423,6 +428,7 @@ def _summarise(
                 "host": r["host"],
                 "device": r["device"],
                 "threads": r["threads"],
+                "keeps_freed_memory": r["keeps_freed_memory"],
             }
             for r in sorted(ranks, key=lambda r: r["rank"])
         ],
