@@ -253,7 +253,7 @@ from pipeenv.zoo.measure import keep_freed_memory
 
 def faults_per_round():
     counts = []
-    for _ in range(6):
+    for _ in range(8):
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         torch.empty(10 << 20).fill_(1.0)  # 40 MiB, freed at once
         counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
@@ -266,7 +266,8 @@ print(faults_per_round(), keep_freed_memory(), faults_per_round(), sep="\\n")
 @pytest.mark.skipif(sys.platform != "linux", reason="glibc's mallopt")
 def test_kept_freed_memory_is_reused_without_page_faults() -> None:
     """By default glibc maps a 40 MiB block afresh and unmaps it when freed, so every use
-    faults its 10240 pages in; once freed memory is kept, only the first use does."""
+    faults its 10240 pages in; once freed memory is kept, the heap grows in the first rounds
+    and later ones fault nothing."""
     out = subprocess.run(
         [sys.executable, "-c", _FAULTS_SCRIPT], capture_output=True, text=True, check=True
     ).stdout.splitlines()
@@ -274,4 +275,4 @@ def test_kept_freed_memory_is_reused_without_page_faults() -> None:
     if int(out[1]) < 40 << 20:
         pytest.skip("glibc absent, or it keeps only smaller blocks")
     assert min(default) > 10000, default
-    assert after[0] > 10000 and max(after[1:]) < 50, after
+    assert after[0] > 10000 and max(after[4:]) < 50, after
