@@ -37,6 +37,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from agents.base import register
 from agents.learned import LearnedAgent
+from agents.ppo_gcn.algo import PPO_GCN_HYPERPARAMETERS
 from agents.recurrent_gcn.buffers import MaskableRecurrentDictRolloutBuffer
 from agents.recurrent_gcn.policies import MaskableRecurrentGCNPolicy
 from pipeenv.envs.base import PartitionEnvBase
@@ -270,17 +271,9 @@ class MaskableRecurrentPPO(RecurrentPPO):
         )
 
 
-#: MaskableRecurrentPPO settings of ``recurrent-gcn`` (terminal reward, so no discount).
-RECURRENT_GCN_HYPERPARAMETERS: dict[str, Any] = {
-    "learning_rate": 3e-4,
-    "n_steps": 128,
-    "batch_size": 256,
-    "n_epochs": 4,
-    "gamma": 1.0,
-    "gae_lambda": 0.95,
-    "ent_coef": 0.01,
-    "policy_kwargs": {"features_extractor_kwargs": {"width": 32, "num_layers": 2}},
-}
+#: MaskableRecurrentPPO settings of ``recurrent-gcn``: those of ``ppo-gcn`` (terminal reward,
+#: so no discount), a copy so that either can be tuned alone.
+RECURRENT_GCN_HYPERPARAMETERS: dict[str, Any] = deepcopy(PPO_GCN_HYPERPARAMETERS)
 
 
 @register("recurrent-gcn", "DRL-PP's recurrent partitioner: masked LSTM PPO over a GCN (learned)")
